@@ -1,0 +1,76 @@
+// TBB helpers: thread count shared with OpenBLAS, fixed-partition loops, deterministic reductions.
+//
+// Determinism: work is cut into chunks whose boundaries depend only on the problem size and the
+// grain, never on the thread count; each chunk is done by one thread; reductions add chunk
+// partials in chunk order. So 1 and 2 threads give bitwise-identical results.
+// BLAS is only ever called from the calling thread, never inside a TBB task, and OpenBLAS gets the
+// same thread count as TBB, so the two pools take turns and never oversubscribe the cores.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
+
+namespace cellgrad {
+
+/// Sets the threads used by cellgrad's kernels (TBB) and by OpenBLAS; n >= 1.
+void set_num_threads(int n);
+/// The thread count last set (default: all cores).
+int num_threads();
+/// Name of the OpenBLAS kernel family in use, e.g. "SkylakeX" or "Haswell".
+const char* blas_core_name();
+
+/// Elements per chunk for cheap elementwise kernels (add, mul).
+inline constexpr std::size_t cheap_grain = 32768;
+/// Elements per chunk for transcendental kernels (exp, tanh, sigmoid).
+inline constexpr std::size_t costly_grain = 8192;
+
+/// Calls body(begin, end) on fixed chunks of [0, n) of `grain` items; serial when n <= grain.
+template <class Body>
+void parallel_chunks(std::size_t n, std::size_t grain, const Body& body) {
+    if (grain == 0) {
+        grain = 1;
+    }
+    if (n <= grain || num_threads() == 1) {
+        for (std::size_t begin = 0; begin < n; begin += grain) {
+            body(begin, begin + grain < n ? begin + grain : n);
+        }
+        return;
+    }
+    const std::size_t chunks = (n + grain - 1) / grain;
+    tbb::parallel_for(
+        tbb::blocked_range<std::size_t>(0, chunks, 1),
+        [&](const tbb::blocked_range<std::size_t>& range) {
+            for (std::size_t chunk = range.begin(); chunk != range.end(); ++chunk) {
+                const std::size_t begin = chunk * grain;
+                body(begin, begin + grain < n ? begin + grain : n);
+            }
+        },
+        tbb::static_partitioner());
+}
+
+/// Sum over fixed chunks of [0, n): partial(begin, end) per chunk, added in chunk order.
+template <class Result, class Partial>
+Result parallel_sum(std::size_t n, std::size_t grain, const Partial& partial) {
+    if (grain == 0) {
+        grain = 1;
+    }
+    const std::size_t chunks = (n + grain - 1) / grain;
+    std::vector<Result> partials(chunks, Result(0));
+    parallel_chunks(chunks, 1, [&](std::size_t first, std::size_t last) {
+        for (std::size_t chunk = first; chunk < last; ++chunk) {
+            const std::size_t begin = chunk * grain;
+            partials[chunk] = partial(begin, begin + grain < n ? begin + grain : n);
+        }
+    });
+    Result total(0);
+    for (const Result& value : partials) {
+        total += value;
+    }
+    return total;
+}
+
+} // namespace cellgrad

@@ -1,0 +1,191 @@
+// Internal kernels shared by the ops: broadcast-aware elementwise maps, reductions into broadcast
+// shapes, and the BLAS GEMM wrapper. All parallel loops use fixed partitioning (parallel.hpp).
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include <cblas.h>
+
+#include "cellgrad/parallel.hpp"
+#include "cellgrad/tensor.hpp"
+
+namespace cellgrad::kernels {
+
+/// An operand read at output coordinates: steps are 0 along dimensions it broadcasts over.
+template <class T>
+struct Operand {
+    const T* data;
+    std::size_t row_step;
+    std::size_t col_step;
+    /// Element at output coordinates (r, c).
+    T operator()(std::size_t r, std::size_t c) const { return data[r * row_step + c * col_step]; }
+};
+
+/// Reads `view` broadcast to `out`.
+template <class T>
+Operand<T> operand(View<const T> view, Shape out) {
+    return {view.data, view.rows == 1 && out.rows > 1 ? 0 : view.stride,
+            view.cols == 1 && out.cols > 1 ? std::size_t(0) : std::size_t(1)};
+}
+
+/// Calls body(r, c_begin, c_end) over pieces covering (rows, cols), about `grain` elements each.
+template <class Body>
+void for_each_piece(std::size_t rows, std::size_t cols, std::size_t grain, const Body& body) {
+    if (rows == 0 || cols == 0) {
+        return;
+    }
+    if (cols >= grain) {
+        const std::size_t pieces_per_row = (cols + grain - 1) / grain;
+        parallel_chunks(rows * pieces_per_row, 1, [&](std::size_t first, std::size_t last) {
+            for (std::size_t piece = first; piece < last; ++piece) {
+                const std::size_t r = piece / pieces_per_row;
+                const std::size_t c0 = (piece % pieces_per_row) * grain;
+                body(r, c0, std::min(c0 + grain, cols));
+            }
+        });
+        return;
+    }
+    parallel_chunks(rows, std::max<std::size_t>(1, grain / cols),
+                    [&](std::size_t first, std::size_t last) {
+                        for (std::size_t r = first; r < last; ++r) {
+                            body(r, 0, cols);
+                        }
+                    });
+}
+
+/// out = f(x) elementwise.
+template <class T, class F>
+void unary_map(View<const T> x, View<T> out, std::size_t grain, const F& f) {
+    for_each_piece(out.rows, out.cols, grain, [&](std::size_t r, std::size_t c0, std::size_t c1) {
+        const T* in = x.row(r);
+        T* o = out.row(r);
+        for (std::size_t c = c0; c < c1; ++c) {
+            o[c] = f(in[c]);
+        }
+    });
+}
+
+/// out = f(a, b) elementwise with a and b broadcast to out's shape.
+template <class T, class F>
+void binary_map(View<const T> a, View<const T> b, View<T> out, std::size_t grain, const F& f) {
+    const Operand<T> A = operand(a, out.shape());
+    const Operand<T> B = operand(b, out.shape());
+    for_each_piece(out.rows, out.cols, grain, [&](std::size_t r, std::size_t c0, std::size_t c1) {
+        const T* pa = A.data + r * A.row_step;
+        const T* pb = B.data + r * B.row_step;
+        T* o = out.row(r);
+        if (A.col_step == 1 && B.col_step == 1) {
+            for (std::size_t c = c0; c < c1; ++c) {
+                o[c] = f(pa[c], pb[c]);
+            }
+        } else if (A.col_step == 1) {
+            const T vb = pb[0];
+            for (std::size_t c = c0; c < c1; ++c) {
+                o[c] = f(pa[c], vb);
+            }
+        } else if (B.col_step == 1) {
+            const T va = pa[0];
+            for (std::size_t c = c0; c < c1; ++c) {
+                o[c] = f(va, pb[c]);
+            }
+        } else {
+            const T value = f(pa[0], pb[0]);
+            for (std::size_t c = c0; c < c1; ++c) {
+                o[c] = value;
+            }
+        }
+    });
+}
+
+/// target += contribution(r, c) summed over the dimensions of `out` that target broadcasts over.
+/// Column sums run per column chunk and row sums per row, in fixed order: deterministic.
+template <class T, class Contribution>
+void accumulate_reduced(View<T> target, Shape out, std::size_t grain,
+                        const Contribution& contribution) {
+    if (target.rows == out.rows && target.cols == out.cols) {
+        for_each_piece(out.rows, out.cols, grain,
+                       [&](std::size_t r, std::size_t c0, std::size_t c1) {
+                           T* t = target.row(r);
+                           for (std::size_t c = c0; c < c1; ++c) {
+                               t[c] += contribution(r, c);
+                           }
+                       });
+    } else if (target.rows == 1 && target.cols == out.cols) {
+        // Sum over rows, a chunk of columns per task.
+        const std::size_t columns_per_chunk = std::max<std::size_t>(64, grain / std::max<std::size_t>(out.rows, 1));
+        parallel_chunks(out.cols, columns_per_chunk, [&](std::size_t c0, std::size_t c1) {
+            std::vector<T> partial(c1 - c0, T(0));
+            for (std::size_t r = 0; r < out.rows; ++r) {
+                for (std::size_t c = c0; c < c1; ++c) {
+                    partial[c - c0] += contribution(r, c);
+                }
+            }
+            for (std::size_t c = c0; c < c1; ++c) {
+                target(0, c) += partial[c - c0];
+            }
+        });
+    } else if (target.cols == 1 && target.rows == out.rows) {
+        parallel_chunks(out.rows, std::max<std::size_t>(1, grain / std::max<std::size_t>(out.cols, 1)),
+                        [&](std::size_t r0, std::size_t r1) {
+                            for (std::size_t r = r0; r < r1; ++r) {
+                                T total = 0;
+                                for (std::size_t c = 0; c < out.cols; ++c) {
+                                    total += contribution(r, c);
+                                }
+                                target(r, 0) += total;
+                            }
+                        });
+    } else {
+        // (1, 1) target: sum of everything, rows in fixed chunks.
+        const std::size_t rows_per_chunk = std::max<std::size_t>(1, grain / std::max<std::size_t>(out.cols, 1));
+        target(0, 0) += parallel_sum<T>(out.rows, rows_per_chunk, [&](std::size_t r0, std::size_t r1) {
+            T total = 0;
+            for (std::size_t r = r0; r < r1; ++r) {
+                for (std::size_t c = 0; c < out.cols; ++c) {
+                    total += contribution(r, c);
+                }
+            }
+            return total;
+        });
+    }
+}
+
+/// target += source (same shape).
+template <class T>
+void add_into(View<T> target, View<const T> source) {
+    for_each_piece(target.rows, target.cols, cheap_grain,
+                   [&](std::size_t r, std::size_t c0, std::size_t c1) {
+                       T* t = target.row(r);
+                       const T* s = source.row(r);
+                       for (std::size_t c = c0; c < c1; ++c) {
+                           t[c] += s[c];
+                       }
+                   });
+}
+
+/// c = alpha * op(a) op(b) + beta * c through BLAS, called from the calling thread only.
+template <class T>
+void gemm(View<const T> a, bool transpose_a, View<const T> b, bool transpose_b, View<T> c, T alpha,
+          T beta) {
+    const std::size_t m = c.rows;
+    const std::size_t n = c.cols;
+    const std::size_t k = transpose_a ? a.rows : a.cols;
+    if (m == 0 || n == 0) {
+        return;
+    }
+    const auto ta = transpose_a ? CblasTrans : CblasNoTrans;
+    const auto tb = transpose_b ? CblasTrans : CblasNoTrans;
+    const int lda = static_cast<int>(std::max<std::size_t>(a.stride, 1));
+    const int ldb = static_cast<int>(std::max<std::size_t>(b.stride, 1));
+    const int ldc = static_cast<int>(std::max<std::size_t>(c.stride, 1));
+    if constexpr (std::is_same_v<T, float>) {
+        cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n),
+                    static_cast<int>(k), alpha, a.data, lda, b.data, ldb, beta, c.data, ldc);
+    } else {
+        cblas_dgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n),
+                    static_cast<int>(k), alpha, a.data, lda, b.data, ldb, beta, c.data, ldc);
+    }
+}
+
+} // namespace cellgrad::kernels

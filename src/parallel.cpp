@@ -1,0 +1,40 @@
+#include "cellgrad/parallel.hpp"
+
+#include <memory>
+#include <thread>
+
+#include <cblas.h>
+#include <fmt/format.h>
+#include <tbb/global_control.h>
+
+#include "cellgrad/tensor.hpp"
+
+namespace cellgrad {
+
+namespace {
+int current_threads = 0;
+std::unique_ptr<tbb::global_control> thread_limit;
+} // namespace
+
+void set_num_threads(int n) {
+    if (n < 1) {
+        throw Error(fmt::format("set_num_threads: needs n >= 1, got {}", n));
+    }
+    thread_limit.reset();
+    thread_limit = std::make_unique<tbb::global_control>(
+        tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(n));
+    openblas_set_num_threads(n);
+    current_threads = n;
+}
+
+int num_threads() {
+    if (current_threads == 0) {
+        current_threads = static_cast<int>(
+            tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
+    }
+    return current_threads;
+}
+
+const char* blas_core_name() { return openblas_get_corename(); }
+
+} // namespace cellgrad

@@ -1,0 +1,432 @@
+#include "cellgrad/tape.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+namespace cellgrad {
+
+namespace {
+thread_local bool grad_mode = true;
+bool anomaly_mode = false;
+constexpr std::size_t alignment_bytes = 64;
+} // namespace
+
+NoGradGuard::NoGradGuard() : previous_(grad_mode) { grad_mode = false; }
+NoGradGuard::~NoGradGuard() { grad_mode = previous_; }
+bool grad_enabled() { return grad_mode; }
+void set_anomaly_detection(bool enabled) { anomaly_mode = enabled; }
+bool anomaly_detection() { return anomaly_mode; }
+
+// ---- Parameter -------------------------------------------------------------------------------
+
+template <class T>
+Parameter<T>::Parameter(std::string name_, Tensor<T> value_, bool is_vector)
+    : name(std::move(name_)), value(std::move(value_)), grad(value.rows(), value.cols()) {
+    if (is_vector && value.rows() != 1) {
+        throw Error(fmt::format("Parameter '{}': a vector parameter needs shape (1, n), got {}",
+                                name, value.shape()));
+    }
+    export_shape = is_vector ? std::vector<std::size_t>{value.cols()}
+                             : std::vector<std::size_t>{value.rows(), value.cols()};
+}
+
+// ---- Arena -----------------------------------------------------------------------------------
+
+template <class U>
+void Arena<U>::add_block(std::size_t min_size) {
+    std::size_t size = std::max<std::size_t>(min_size, 1 << 16);
+    if (!blocks_.empty()) {
+        size = std::max(size, 2 * blocks_.back().size);
+    }
+    const std::size_t bytes =
+        (size * sizeof(U) + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
+    void* memory = std::aligned_alloc(alignment_bytes, bytes);
+    if (memory == nullptr) {
+        throw Error(fmt::format("Arena: could not allocate {} bytes", bytes));
+    }
+    Block block;
+    block.data = std::unique_ptr<U[], void (*)(U*)>(static_cast<U*>(memory),
+                                                    [](U* pointer) { std::free(pointer); });
+    block.size = size;
+    blocks_.push_back(std::move(block));
+}
+
+template <class U>
+U* Arena<U>::allocate(std::size_t n) {
+    constexpr std::size_t per_line = alignment_bytes / sizeof(U);
+    n = (std::max<std::size_t>(n, 1) + per_line - 1) / per_line * per_line;
+    while (block_ < blocks_.size() && used_ + n > blocks_[block_].size) {
+        ++block_;
+        used_ = 0;
+    }
+    if (block_ == blocks_.size()) {
+        add_block(n);
+        used_ = 0;
+    }
+    U* pointer = blocks_[block_].data.get() + used_;
+    used_ += n;
+    return pointer;
+}
+
+template <class U>
+void Arena<U>::reset() {
+    if (blocks_.size() > 1) {
+        const std::size_t total = capacity();
+        blocks_.clear();
+        add_block(total);
+    }
+    block_ = 0;
+    used_ = 0;
+}
+
+template <class U>
+std::size_t Arena<U>::capacity() const {
+    std::size_t total = 0;
+    for (const Block& block : blocks_) {
+        total += block.size;
+    }
+    return total;
+}
+
+// ---- Var -------------------------------------------------------------------------------------
+
+template <class T>
+Var<T>::Var(Tape<T>* tape, NodeId id) : tape_(tape), id_(id), generation_(tape->generation()) {}
+
+template <class T>
+Tape<T>& Var<T>::tape() const {
+    if (tape_ == nullptr) {
+        throw Error("Var: this Var is empty (default-constructed); it refers to no tape");
+    }
+    if (tape_->generation() != generation_) {
+        throw Error(fmt::format("Var: node {} belongs to a tape that was cleared since it was "
+                                "recorded (Var generation {}, tape generation {})",
+                                id_, generation_, tape_->generation()));
+    }
+    return *tape_;
+}
+
+template <class T>
+Shape Var<T>::shape() const {
+    return tape().node(id_).value.shape();
+}
+
+template <class T>
+View<const T> Var<T>::value() const {
+    return tape().node(id_).value;
+}
+
+template <class T>
+T Var<T>::item() const {
+    const View<const T> v = value();
+    if (v.rows != 1 || v.cols != 1) {
+        throw Error(fmt::format("Var::item: needs shape (1, 1), got {} from {}", v.shape(),
+                                tape().describe(id_)));
+    }
+    return v.data[0];
+}
+
+template <class T>
+bool Var<T>::requires_grad() const {
+    return tape().node(id_).requires_grad;
+}
+
+template <class T>
+Tensor<T> Var<T>::grad() const {
+    const Node<T>& node = tape().node(id_);
+    if (!node.requires_grad) {
+        throw Error(fmt::format("Var::grad: {} does not require grad (it depends on no "
+                                "parameter or input, or was made under NoGradGuard)",
+                                tape_->describe(id_)));
+    }
+    if (node.grad.data == nullptr) {
+        return Tensor<T>(node.value.rows, node.value.cols);
+    }
+    return Tensor<T>(View<const T>(node.grad));
+}
+
+template <class T>
+void Var<T>::backward() const {
+    tape().backward(*this);
+}
+
+// ---- Tape: recording -------------------------------------------------------------------------
+
+template <class T>
+NodeId Tape<T>::push_node(Node<T> node, std::span<const Var<T>> inputs) {
+    node.first_input = static_cast<std::uint32_t>(input_ids_.size());
+    node.input_count = static_cast<std::uint32_t>(inputs.size());
+    node.label = label_stack_.empty() ? 0 : label_stack_.back();
+    bool any_requires_grad = false;
+    for (const Var<T>& input : inputs) {
+        if (&input.tape() != this) {
+            throw Error(fmt::format("{}: an input belongs to another tape", node.op));
+        }
+        input_ids_.push_back(input.id());
+        any_requires_grad = any_requires_grad || nodes_[input.id()].requires_grad;
+    }
+    node.requires_grad = any_requires_grad && grad_mode;
+    nodes_.push_back(node);
+    return static_cast<NodeId>(nodes_.size() - 1);
+}
+
+template <class T>
+NodeId Tape<T>::record(const char* op, std::initializer_list<Var<T>> inputs, std::size_t rows,
+                       std::size_t cols) {
+    return record(op, std::span<const Var<T>>(inputs.begin(), inputs.size()), rows, cols);
+}
+
+template <class T>
+NodeId Tape<T>::record(const char* op, std::span<const Var<T>> inputs, std::size_t rows,
+                       std::size_t cols) {
+    Node<T> node;
+    node.op = op;
+    node.value = allocate(rows, cols);
+    return push_node(node, inputs);
+}
+
+template <class T>
+NodeId Tape<T>::record_view(const char* op, std::span<const Var<T>> inputs, View<T> value) {
+    Node<T> node;
+    node.op = op;
+    node.value = value;
+    return push_node(node, inputs);
+}
+
+template <class T>
+void Tape<T>::set_backward(NodeId id, BackwardFn<T> backward) {
+    if (nodes_[id].requires_grad) {
+        nodes_[id].backward = backward;
+    }
+}
+
+template <class T>
+View<T> Tape<T>::allocate(std::size_t rows, std::size_t cols) {
+    return {values_.allocate(rows * cols), rows, cols, cols};
+}
+
+template <class T>
+std::span<const NodeId> Tape<T>::inputs(NodeId id) const {
+    const Node<T>& node = nodes_[id];
+    return {input_ids_.data() + node.first_input, node.input_count};
+}
+
+template <class T>
+View<T> Tape<T>::grad_for_update(NodeId id) {
+    Node<T>& node = nodes_[id];
+    if (node.grad.data == nullptr) {
+        node.grad = allocate(node.value.rows, node.value.cols);
+        std::memset(node.grad.data, 0, sizeof(T) * node.grad.size());
+    }
+    return node.grad;
+}
+
+template <class T>
+Var<T> Tape<T>::constant(View<const T> value) {
+    const NodeId id = record("constant", {}, value.rows, value.cols);
+    copy<T>(value, nodes_[id].value);
+    return Var<T>(this, id);
+}
+
+template <class T>
+Var<T> Tape<T>::input(const Tensor<T>& value) {
+    const NodeId id = record("input", {}, value.rows(), value.cols());
+    copy<T>(value.view(), nodes_[id].value);
+    nodes_[id].requires_grad = grad_mode;
+    return Var<T>(this, id);
+}
+
+template <class T>
+Var<T> Tape<T>::param(Parameter<T>& parameter) {
+    if (parameter.grad.shape() != parameter.value.shape()) {
+        throw Error(fmt::format("param: parameter '{}' has value {} but gradient {}",
+                                parameter.name, parameter.value.shape(), parameter.grad.shape()));
+    }
+    const NodeId id = record_view("param", {}, parameter.value.view());
+    Node<T>& node = nodes_[id];
+    node.parameter = &parameter;
+    node.requires_grad = grad_mode;
+    node.grad = parameter.grad.view();
+    return Var<T>(this, id);
+}
+
+template <class T>
+Var<T> Tape<T>::detach(const Var<T>& x) {
+    const View<T> value = x.tape().node(x.id()).value;
+    if (&x.tape() != this) {
+        throw Error("detach: the Var belongs to another tape");
+    }
+    return Var<T>(this, record_view("detach", {}, value));
+}
+
+// ---- Tape: backward --------------------------------------------------------------------------
+
+template <class T>
+void Tape<T>::backward(const Var<T>& loss) {
+    const View<const T> value = loss.value();
+    if (value.rows != 1 || value.cols != 1) {
+        throw Error(fmt::format("backward: needs a (1, 1) loss or an explicit seed gradient; "
+                                "got shape {} from {}",
+                                value.shape(), describe(loss.id())));
+    }
+    backward(loss, Tensor<T>(1, 1, T(1)));
+}
+
+template <class T>
+void Tape<T>::backward(const Var<T>& output, const Tensor<T>& seed) {
+    if (&output.tape() != this) {
+        throw Error("backward: the output belongs to another tape");
+    }
+    const Node<T>& out = nodes_[output.id()];
+    if (seed.shape() != out.value.shape()) {
+        throw Error(fmt::format("backward: seed gradient has shape {} but {} has shape {}",
+                                seed.shape(), describe(output.id()), out.value.shape()));
+    }
+    if (!out.requires_grad) {
+        throw Error(fmt::format("backward: {} does not require grad (no parameter or input "
+                                "reaches it, or it was made under NoGradGuard)",
+                                describe(output.id())));
+    }
+    for (Node<T>& node : nodes_) {
+        if (node.parameter == nullptr) {
+            node.grad = View<T>{};
+        }
+    }
+    const View<T> grad = grad_for_update(output.id());
+    for (std::size_t r = 0; r < grad.rows; ++r) {
+        for (std::size_t c = 0; c < grad.cols; ++c) {
+            grad(r, c) += seed(r, c);
+        }
+    }
+    run_backward(output.id());
+}
+
+template <class T>
+void Tape<T>::run_backward(NodeId from) {
+    for (std::int64_t id = from; id >= 0; --id) {
+        const Node<T>& node = nodes_[static_cast<NodeId>(id)];
+        if (node.backward == nullptr || node.grad.data == nullptr) {
+            continue;
+        }
+        node.backward(*this, static_cast<NodeId>(id));
+        if (anomaly_mode) {
+            for (NodeId input : inputs(static_cast<NodeId>(id))) {
+                const View<T> input_grad = nodes_[input].grad;
+                if (input_grad.data != nullptr && !all_finite<T>(input_grad)) {
+                    throw Error(fmt::format(
+                        "anomaly: backward of {} produced a NaN or Inf in the gradient of its "
+                        "input {} (shape {}); output shape {}",
+                        describe(static_cast<NodeId>(id)), describe(input),
+                        nodes_[input].value.shape(), node.value.shape()));
+                }
+            }
+        }
+    }
+}
+
+template <class T>
+void Tape<T>::check_forward(NodeId id) const {
+    if (!anomaly_mode) {
+        return;
+    }
+    const Node<T>& node = nodes_[id];
+    if (all_finite<T>(node.value)) {
+        return;
+    }
+    std::string input_shapes;
+    for (NodeId input : inputs(id)) {
+        input_shapes += (input_shapes.empty() ? "" : ", ") + to_string(nodes_[input].value.shape());
+    }
+    throw Error(fmt::format("anomaly: forward of {} produced a NaN or Inf; inputs {}, output {}",
+                            describe(id), input_shapes.empty() ? "none" : input_shapes,
+                            node.value.shape()));
+}
+
+template <class T>
+void Tape<T>::clear() {
+    nodes_.clear();
+    input_ids_.clear();
+    values_.reset();
+    indices_.reset();
+    labels_.resize(1);
+    label_stack_.clear();
+    ++generation_;
+}
+
+// ---- Tape: labels and dumps ------------------------------------------------------------------
+
+template <class T>
+void Tape<T>::push_label(const std::string& label) {
+    const std::string& outer = label_stack_.empty() ? labels_[0] : labels_[label_stack_.back()];
+    labels_.push_back(outer.empty() ? label : outer + " " + label);
+    label_stack_.push_back(static_cast<std::uint32_t>(labels_.size() - 1));
+}
+
+template <class T>
+void Tape<T>::pop_label() {
+    if (!label_stack_.empty()) {
+        label_stack_.pop_back();
+    }
+}
+
+template <class T>
+const std::string& Tape<T>::label_text(std::uint32_t label) const {
+    return labels_.at(label);
+}
+
+template <class T>
+std::string Tape<T>::describe(NodeId id) const {
+    const Node<T>& node = nodes_.at(id);
+    if (node.parameter != nullptr) {
+        return fmt::format("param '{}'", node.parameter->name);
+    }
+    if (node.label == 0) {
+        return fmt::format("'{}' (node {})", node.op, id);
+    }
+    return fmt::format("'{}' [{}] (node {})", node.op, labels_[node.label], id);
+}
+
+template <class T>
+std::string Tape<T>::dump() const {
+    std::string text;
+    for (NodeId id = 0; id < nodes_.size(); ++id) {
+        std::string input_list;
+        for (NodeId input : inputs(id)) {
+            input_list += fmt::format("{}{}", input_list.empty() ? "" : ", ", input);
+        }
+        text += fmt::format("%{} = {}({}) {}{}\n", id, describe(id), input_list,
+                            nodes_[id].value.shape(), nodes_[id].requires_grad ? " grad" : "");
+    }
+    return text;
+}
+
+template <class T>
+std::string Tape<T>::to_dot() const {
+    std::string text = "digraph tape {\n  rankdir=LR;\n";
+    for (NodeId id = 0; id < nodes_.size(); ++id) {
+        const Node<T>& node = nodes_[id];
+        std::string name = node.parameter != nullptr ? node.parameter->name : node.op;
+        if (node.label != 0) {
+            name += "\\n" + labels_[node.label];
+        }
+        text += fmt::format("  n{} [label=\"{}\\n{}\"{}];\n", id, name, node.value.shape(),
+                            node.parameter != nullptr ? ", shape=box" : "");
+        for (NodeId input : inputs(id)) {
+            text += fmt::format("  n{} -> n{};\n", input, id);
+        }
+    }
+    return text + "}\n";
+}
+
+template struct Parameter<float>;
+template struct Parameter<double>;
+template class Arena<float>;
+template class Arena<double>;
+template class Arena<std::int32_t>;
+template class Var<float>;
+template class Var<double>;
+template class Tape<float>;
+template class Tape<double>;
+
+} // namespace cellgrad
