@@ -1,0 +1,135 @@
+// Recurrent cells composed from primitive ops (no hand-written backward), with PyTorch's
+// equations, gate order, parameter names, shapes and init (U(-1/sqrt(H), 1/sqrt(H))).
+//
+// The lesson's vocabulary: long-term memory (LTM) = cell state c, short-term memory (STM) =
+// hidden state h, event = input x. See docs/lstm.md for the gate-by-gate map to this code.
+#pragma once
+
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cellgrad/nn/module.hpp"
+#include "cellgrad/ops.hpp"
+
+namespace cellgrad::nn {
+
+/// What the sequence machinery needs from a cell; implement it for your own cell type.
+template <class T>
+class Cell : public Module<T> {
+  public:
+    /// Features of the input x.
+    virtual std::size_t input_size() const = 0;
+    /// Features of the hidden state h (the cell's output).
+    virtual std::size_t hidden_size() const = 0;
+    /// Number of state tensors, each (B, hidden): h first, then e.g. the LSTM's c.
+    virtual std::size_t state_size() const { return 1; }
+    /// Records the parameters on `tape` for the steps that follow (call once per sequence run).
+    virtual void attach(Tape<T>& tape) = 0;
+    /// Input-only part of all T steps at once, (T*B, in) -> (T*B, P); default: x unchanged.
+    virtual Var<T> project_inputs(const Var<T>& x) { return x; }
+    /// One step: projected input (B, P) and the state -> the new state (h first).
+    virtual std::vector<Var<T>> step(const Var<T>& projected_input,
+                                     std::span<const Var<T>> state) = 0;
+};
+
+/// Weights shared by the built-in cells: weight_ih (G*H, in), weight_hh (G*H, H), two biases (G*H).
+template <class T>
+class GatedWeights {
+  public:
+    /// Creates "weight_ih<suffix>" etc. for `gates` stacked gate blocks, drawn from `rng`.
+    GatedWeights(std::size_t input_size, std::size_t hidden_size, std::size_t gates, bool bias,
+                 const std::string& suffix, std::mt19937_64& rng);
+    /// weight_ih, weight_hh, bias_ih, bias_hh (PyTorch's order).
+    std::vector<Parameter<T>*> parameters();
+    /// Records the four parameters on `tape`.
+    void attach(Tape<T>& tape);
+    /// x W_ih^T + b_ih for all steps at once: (T*B, in) -> (T*B, G*H).
+    Var<T> project_inputs(const Var<T>& x) const;
+    /// h W_hh^T + b_hh: (B, H) -> (B, G*H).
+    Var<T> project_hidden(const Var<T>& h) const;
+
+    std::size_t input_size;
+    std::size_t hidden_size;
+    Parameter<T> weight_ih;
+    Parameter<T> weight_hh;
+    std::optional<Parameter<T>> bias_ih;
+    std::optional<Parameter<T>> bias_hh;
+
+  private:
+    Var<T> weight_ih_var_, weight_hh_var_, bias_ih_var_, bias_hh_var_;
+};
+
+/// Activation of the plain RNN.
+enum class Nonlinearity { tanh, relu };
+
+/// Elman RNN cell: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh) (torch.nn.RNNCell).
+template <class T>
+class RNNCell : public Cell<T> {
+  public:
+    /// Parameters named "weight_ih<suffix>", ... ; init U(-1/sqrt(H), 1/sqrt(H)).
+    RNNCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
+            Nonlinearity nonlinearity = Nonlinearity::tanh, bool bias = true,
+            const std::string& suffix = "");
+    std::size_t input_size() const override { return weights_.input_size; }
+    std::size_t hidden_size() const override { return weights_.hidden_size; }
+    std::vector<Parameter<T>*> parameters() override { return weights_.parameters(); }
+    void attach(Tape<T>& tape) override { weights_.attach(tape); }
+    Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
+    /// h' = act(projected x + h W_hh^T + b_hh).
+    std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
+    /// The weights (for tests and checkpoints).
+    GatedWeights<T>& weights() { return weights_; }
+
+  private:
+    GatedWeights<T> weights_;
+    Nonlinearity nonlinearity_;
+};
+
+/// LSTM cell (torch.nn.LSTMCell), gates stacked i, f, g, o; state (h, c).
+template <class T>
+class LSTMCell : public Cell<T> {
+  public:
+    /// Parameters named "weight_ih<suffix>", ...; `forget_bias` is added to bias_ih's f block at
+    /// init.
+    LSTMCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
+             bool bias = true, double forget_bias = 0.0, const std::string& suffix = "");
+    std::size_t input_size() const override { return weights_.input_size; }
+    std::size_t hidden_size() const override { return weights_.hidden_size; }
+    std::size_t state_size() const override { return 2; }
+    std::vector<Parameter<T>*> parameters() override { return weights_.parameters(); }
+    void attach(Tape<T>& tape) override { weights_.attach(tape); }
+    Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
+    /// (h, c) -> (h', c'): c' = f*c + i*g, h' = o*tanh(c').
+    std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
+    /// The weights (for tests and checkpoints).
+    GatedWeights<T>& weights() { return weights_; }
+
+  private:
+    GatedWeights<T> weights_;
+};
+
+/// GRU cell (torch.nn.GRUCell), gates stacked r, z, n; state h.
+template <class T>
+class GRUCell : public Cell<T> {
+  public:
+    /// Parameters named "weight_ih<suffix>", ...; init U(-1/sqrt(H), 1/sqrt(H)).
+    GRUCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng, bool bias = true,
+            const std::string& suffix = "");
+    std::size_t input_size() const override { return weights_.input_size; }
+    std::size_t hidden_size() const override { return weights_.hidden_size; }
+    std::vector<Parameter<T>*> parameters() override { return weights_.parameters(); }
+    void attach(Tape<T>& tape) override { weights_.attach(tape); }
+    Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
+    /// h' = (1 - z) * n + z * h with n = tanh(x_n + r * (h W_hn^T + b_hn)).
+    std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
+    /// The weights (for tests and checkpoints).
+    GatedWeights<T>& weights() { return weights_; }
+
+  private:
+    GatedWeights<T> weights_;
+};
+
+} // namespace cellgrad::nn
