@@ -23,7 +23,10 @@ Recurrent<T>::Recurrent(std::string kind, RecurrentOptions options, const CellFa
             layer == 0 ? options_.input_size : options_.hidden_size * directions();
         for (std::size_t direction = 0; direction < directions(); ++direction) {
             cells_.push_back(factory(input_size, layer, direction == 1));
-            const Cell<T>& made = *cells_.back();
+            Cell<T>& made = *cells_.back();
+            for (Parameter<T>* parameter : made.parameters()) {
+                parameter->name = options_.parameter_prefix + parameter->name;
+            }
             if (made.input_size() != input_size || made.hidden_size() != options_.hidden_size) {
                 throw Error(fmt::format("{}: the cell factory made a cell of input {} and hidden "
                                         "{} for layer {}, needed {} and {}",

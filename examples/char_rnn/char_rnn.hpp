@@ -1,0 +1,176 @@
+// Character-level language model: vocabulary, corpus streams, the model (embedding -> recurrent
+// layer -> linear decoder), training with carried state, evaluation, sampling and checkpoints.
+// The command-line program is main.cpp; tests link this part directly.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cellgrad/cellgrad.hpp"
+#include "cellgrad/io/safetensors.hpp"
+#include "cellgrad/nn.hpp"
+#include "cellgrad/optim/optim.hpp"
+
+namespace char_rnn {
+
+using cellgrad::Tensor;
+using cellgrad::Var;
+
+/// Bytes of a text mapped to dense indices in byte order.
+class Vocabulary {
+  public:
+    /// The set of bytes occurring in `text`, sorted.
+    static Vocabulary from_text(const std::string& text);
+    /// A vocabulary from byte values in index order; throws on duplicates or values > 255.
+    explicit Vocabulary(std::vector<std::uint8_t> bytes);
+    Vocabulary() = default;
+    /// Number of symbols.
+    std::size_t size() const { return bytes_.size(); }
+    /// Byte value of each index.
+    const std::vector<std::uint8_t>& bytes() const { return bytes_; }
+    /// Indices of `text`; throws naming the first byte not in the vocabulary and its position.
+    std::vector<std::int32_t> encode(const std::string& text, const std::string& source) const;
+    /// True when `byte` is in the vocabulary.
+    bool contains(std::uint8_t byte) const { return index_[byte] >= 0; }
+    /// Index of a byte in the vocabulary (must be contained).
+    std::int32_t index(std::uint8_t byte) const { return index_[byte]; }
+
+  private:
+    std::vector<std::uint8_t> bytes_;
+    std::int32_t index_[256] = {};
+};
+
+/// Reads a whole file; throws naming the file if it cannot be read or is empty.
+std::string read_file(const std::filesystem::path& path);
+
+/// Architecture of the model (stored in checkpoints as JSON).
+struct ModelConfig {
+    std::string cell = "lstm"; ///< lstm, gru or rnn (tanh)
+    std::size_t hidden = 128;
+    std::size_t layers = 2;
+    std::size_t embedding = 64;
+    double dropout = 0.0;
+    double forget_bias = 0.0;
+    /// The JSON object {"cell": ..., "hidden": ..., ...}.
+    std::string to_json() const;
+    /// Parses to_json()'s output; throws naming the bad field.
+    static ModelConfig from_json(const std::string& json);
+};
+
+/// Embedding (V, E) -> recurrent layer -> decoder (V, H), with PyTorch state-dict names.
+class CharModel {
+  public:
+    /// Builds and initialises the model for `vocabulary` from `seed`.
+    CharModel(const ModelConfig& config, Vocabulary vocabulary, std::uint64_t seed);
+    /// Logits (T*B, V) for time-major indices (T*B) of `batch` streams, from `state` (zeros if
+    /// empty); `final_state` receives the state after the last step.
+    Var<float> forward(cellgrad::Tape<float>& tape, std::span<const std::int32_t> indices,
+                       std::size_t batch, const cellgrad::nn::RecurrentState<float>& state,
+                       cellgrad::nn::RecurrentState<float>* final_state);
+    /// All parameters: embedding.weight, rnn.*, decoder.weight, decoder.bias.
+    std::vector<cellgrad::Parameter<float>*> parameters();
+    /// The configuration.
+    const ModelConfig& config() const { return config_; }
+    /// The vocabulary.
+    const Vocabulary& vocabulary() const { return vocabulary_; }
+    /// The recurrent layer (training flag, state helpers, dropout RNG).
+    cellgrad::nn::Recurrent<float>& rnn() { return *rnn_; }
+
+  private:
+    ModelConfig config_;
+    Vocabulary vocabulary_;
+    std::mt19937_64 init_rng_;
+    cellgrad::nn::Embedding<float> embedding_;
+    std::unique_ptr<cellgrad::nn::Recurrent<float>> rnn_;
+    cellgrad::nn::Linear<float> decoder_;
+};
+
+/// Training hyper-parameters (the `train` subcommand's options).
+struct TrainConfig {
+    std::size_t seq = 50;
+    std::size_t batch = 50;
+    std::string optimizer = "adam"; ///< adam, sgd, adagrad or rmsprop
+    double lr = 2e-3;
+    double clip = 5.0; ///< global gradient-norm clip; 0 = none
+    std::uint64_t seed = 0;
+};
+
+/// Mean cross-entropy of next-character predictions.
+struct EvalResult {
+    double nats = 0;
+    std::size_t predictions = 0;
+    /// Bits per character.
+    double bits() const;
+};
+
+/// Model + optimizer + the position in the training streams: everything a resume needs.
+class Trainer {
+  public:
+    /// Fresh model and optimizer over the training text `train` (already encoded).
+    Trainer(const ModelConfig& model, const TrainConfig& train, Vocabulary vocabulary,
+            std::vector<std::int32_t> train_indices);
+    /// One training step on window `step` of the B streams; returns the mean loss (nats/char).
+    double train_step();
+    /// Steps done so far.
+    std::int64_t step() const { return step_; }
+    /// Windows per pass over the streams (steps before the streams wrap).
+    std::size_t windows_per_epoch() const { return windows_; }
+    /// The model.
+    CharModel& model() { return model_; }
+    /// The optimizer.
+    cellgrad::Optimizer<float>& optimizer() { return *optimizer_; }
+    /// Writes weights, optimizer state, step, carried state and RNG state atomically.
+    void save(const std::filesystem::path& path);
+    /// Restores everything save() wrote (exact resume); throws naming the file on any mismatch.
+    void resume(const std::filesystem::path& path);
+
+  private:
+    ModelConfig model_config_;
+    TrainConfig config_;
+    CharModel model_;
+    std::unique_ptr<cellgrad::Optimizer<float>> optimizer_;
+    std::vector<std::int32_t> train_;
+    std::size_t stream_length_ = 0;
+    std::size_t windows_ = 0;
+    std::int64_t step_ = 0;
+    cellgrad::nn::RecurrentStateTensors<float> carried_;
+    cellgrad::Tape<float> tape_;
+    std::vector<std::int32_t> inputs_;
+    std::vector<std::int32_t> targets_;
+};
+
+/// Mean next-character cross-entropy over `indices` as one stream from a zero state (batch 1),
+/// run in chunks of `chunk` steps without gradients.
+EvalResult evaluate(CharModel& model, std::span<const std::int32_t> indices,
+                    std::size_t chunk = 256);
+
+/// Sampling options.
+struct SampleConfig {
+    std::size_t length = 500;
+    double temperature = 1.0;
+    std::string prime = "\n";
+    std::uint64_t seed = 0;
+    bool argmax = false;
+};
+
+/// Feeds the prime, then draws `length` characters; returns prime + sample.
+std::string sample(CharModel& model, const SampleConfig& config);
+
+/// Writes the model's weights (and extra tensors/metadata) as safetensors, atomically.
+void save_model(const std::filesystem::path& path, CharModel& model,
+                std::vector<cellgrad::io::TensorEntry> extra = {},
+                cellgrad::io::Metadata extra_metadata = {});
+
+/// Loads a model saved by save_model/Trainer::save; throws naming the file on any mismatch.
+std::unique_ptr<CharModel> load_model(const std::filesystem::path& path);
+
+/// Copies the weights of `source` (a checkpoint's tensors) into `model`; names and shapes must
+/// match.
+void load_weights(const cellgrad::io::SafetensorsFile& file, CharModel& model);
+
+} // namespace char_rnn
