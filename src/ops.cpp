@@ -114,10 +114,11 @@ void unary_backward(Tape<T>& tape, NodeId self, std::size_t grain, const G& g) {
                             });
 }
 
-void check_axis(const char* op, int axis) {
+void check_axis(const char* op, int axis, Shape shape) {
     if (axis != 0 && axis != 1) {
-        throw Error(fmt::format("{}: axis must be 0 (over rows) or 1 (over columns), got {}", op,
-                                axis));
+        throw Error(fmt::format("{}: axis must be 0 (over rows) or 1 (over columns), got {} for "
+                                "input {}",
+                                op, axis, shape));
     }
 }
 
@@ -289,7 +290,7 @@ Var<T> sum(const Var<T>& x) {
 
 template <class T>
 Var<T> sum(const Var<T>& x, int axis) {
-    check_axis("sum", axis);
+    check_axis("sum", axis, x.shape());
     return reduce<T>("sum", x, axis, false);
 }
 
@@ -300,7 +301,7 @@ Var<T> mean(const Var<T>& x) {
 
 template <class T>
 Var<T> mean(const Var<T>& x, int axis) {
-    check_axis("mean", axis);
+    check_axis("mean", axis, x.shape());
     return reduce<T>("mean", x, axis, true);
 }
 
