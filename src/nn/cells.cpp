@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "cellgrad/fused.hpp"
 #include "cellgrad/nn/linear.hpp"
 
 namespace cellgrad::nn {
@@ -149,6 +150,18 @@ LSTMCell<T>::LSTMCell(std::size_t input_size, std::size_t hidden_size, std::mt19
 template <class T>
 std::vector<Var<T>> LSTMCell<T>::step(const Var<T>& projected_input,
                                       std::span<const Var<T>> state) {
+    if (!fused_) {
+        return step_composed(projected_input, state);
+    }
+    const std::size_t H = weights_.hidden_size;
+    const Var<T> gates = add(projected_input, weights_.project_hidden(state[0])); // (B, 4H)
+    const Var<T> h_and_c = lstm_gates(gates, state[1]);                          // (B, 2H)
+    return {slice_cols(h_and_c, 0, H), slice_cols(h_and_c, H, 2 * H)};
+}
+
+template <class T>
+std::vector<Var<T>> LSTMCell<T>::step_composed(const Var<T>& projected_input,
+                                               std::span<const Var<T>> state) {
     const std::size_t H = weights_.hidden_size;
     const Var<T>& short_term_memory = state[0]; // h
     const Var<T>& long_term_memory = state[1];  // c
@@ -179,6 +192,16 @@ GRUCell<T>::GRUCell(std::size_t input_size, std::size_t hidden_size, std::mt1993
 
 template <class T>
 std::vector<Var<T>> GRUCell<T>::step(const Var<T>& projected_input, std::span<const Var<T>> state) {
+    if (!fused_) {
+        return step_composed(projected_input, state);
+    }
+    const Var<T> hidden_part = weights_.project_hidden(state[0]); // (B, 3H)
+    return {gru_gates(projected_input, hidden_part, state[0])};
+}
+
+template <class T>
+std::vector<Var<T>> GRUCell<T>::step_composed(const Var<T>& projected_input,
+                                              std::span<const Var<T>> state) {
     const std::size_t H = weights_.hidden_size;
     const Var<T>& h = state[0];
     const Var<T> hidden_part = weights_.project_hidden(h); // (B, 3H) = [r|z|n]

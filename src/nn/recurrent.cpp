@@ -72,9 +72,10 @@ RecurrentOutput<T> Recurrent<T>::forward(const Var<T>& input, std::size_t batch,
     Tape<T>& tape = input.tape();
     const Shape shape = input.shape();
     const std::size_t H = options_.hidden_size;
-    if (batch == 0 || shape.rows % batch != 0 || shape.cols != options_.input_size) {
-        throw Error(fmt::format("{}: input {} must be (T*B, {}) with B = {} sequences stacked "
-                                "time-major",
+    if (batch == 0 || shape.rows == 0 || shape.rows % batch != 0 ||
+        shape.cols != options_.input_size) {
+        throw Error(fmt::format("{}: input {} must be (T*B, {}) with T >= 1 steps of B = {} "
+                                "sequences stacked time-major",
                                 kind_, shape, options_.input_size, batch));
     }
     const std::size_t steps = shape.rows / batch;
@@ -110,15 +111,18 @@ RecurrentOutput<T> Recurrent<T>::forward(const Var<T>& input, std::size_t batch,
         }
     }
 
-    // Step masks (B, 1): 1 while t < length. Absent when every sequence has all T steps.
-    std::vector<Var<T>> masks;
+    // Step masks (B, 1): 1 while t < length, and their complements (1 at padded steps). Absent
+    // when every sequence has all T steps.
+    std::vector<Var<T>> masks, padded;
     if (!lengths.empty()) {
-        Tensor<T> mask(batch, 1);
+        Tensor<T> mask(batch, 1), complement(batch, 1);
         for (std::size_t t = 0; t < steps; ++t) {
             for (std::size_t b = 0; b < batch; ++b) {
                 mask(b, 0) = t < static_cast<std::size_t>(lengths[b]) ? T(1) : T(0);
+                complement(b, 0) = T(1) - mask(b, 0);
             }
             masks.push_back(tape.constant(mask));
+            padded.push_back(tape.constant(complement));
         }
     }
 
@@ -152,11 +156,13 @@ RecurrentOutput<T> Recurrent<T>::forward(const Var<T>& input, std::size_t batch,
                 std::vector<Var<T>> next =
                     cell.step(slice_rows(projected, t * batch, (t + 1) * batch), state);
                 if (!masks.empty()) {
-                    // Padded steps keep the old state; their outputs are zero.
-                    outputs[direction][t] = mul(next[0], masks[t]);
+                    // Padded steps keep the old state (mask * new + (1 - mask) * old is exactly
+                    // one of the two); their outputs are zero. The output is taken from the kept
+                    // state so that states[t][0].grad() includes the output's gradient.
                     for (std::size_t k = 0; k < next.size(); ++k) {
-                        next[k] = blend(masks[t], next[k], state[k]);
+                        next[k] = add(mul(next[k], masks[t]), mul(state[k], padded[t]));
                     }
+                    outputs[direction][t] = mul(next[0], masks[t]);
                 } else {
                     outputs[direction][t] = next[0];
                 }
@@ -194,15 +200,20 @@ RNN<T>::RNN(const RecurrentOptions& options, std::mt19937_64& rng)
 template <class T>
 LSTM<T>::LSTM(const RecurrentOptions& options, std::mt19937_64& rng)
     : Recurrent<T>("lstm", options, [&](std::size_t input_size, std::size_t layer, bool reverse) {
-          return std::make_unique<LSTMCell<T>>(input_size, options.hidden_size, rng, options.bias,
-                                               options.forget_bias, layer_suffix(layer, reverse));
+          auto cell = std::make_unique<LSTMCell<T>>(input_size, options.hidden_size, rng,
+                                                    options.bias, options.forget_bias,
+                                                    layer_suffix(layer, reverse));
+          cell->set_fused(options.fused_gates);
+          return cell;
       }) {}
 
 template <class T>
 GRU<T>::GRU(const RecurrentOptions& options, std::mt19937_64& rng)
     : Recurrent<T>("gru", options, [&](std::size_t input_size, std::size_t layer, bool reverse) {
-          return std::make_unique<GRUCell<T>>(input_size, options.hidden_size, rng, options.bias,
-                                              layer_suffix(layer, reverse));
+          auto cell = std::make_unique<GRUCell<T>>(input_size, options.hidden_size, rng,
+                                                   options.bias, layer_suffix(layer, reverse));
+          cell->set_fused(options.fused_gates);
+          return cell;
       }) {}
 
 template <class T>
@@ -253,7 +264,9 @@ double run_tbptt(Recurrent<T>& layer, const Tensor<T>& stream, std::size_t batch
         tape.backward(window_loss);
         loss_sum += window_loss.item();
         ++windows;
-        after_backward();
+        if (after_backward) {
+            after_backward();
+        }
         state = detach_state(output.final_state);
     }
     if (carried != nullptr) {

@@ -104,11 +104,17 @@ class LSTMCell : public Cell<T> {
     Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
     /// (h, c) -> (h', c'): c' = f*c + i*g, h' = o*tanh(c').
     std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
+    /// The same step written gate by gate with primitive ops (the lesson's reference).
+    std::vector<Var<T>> step_composed(const Var<T>& projected_input,
+                                      std::span<const Var<T>> state);
+    /// Chooses the fused gate node (default) or the composed primitives for step().
+    void set_fused(bool fused) { fused_ = fused; }
     /// The weights (for tests and checkpoints).
     GatedWeights<T>& weights() { return weights_; }
 
   private:
     GatedWeights<T> weights_;
+    bool fused_ = true;
 };
 
 /// GRU cell (torch.nn.GRUCell), gates stacked r, z, n; state h.
@@ -125,11 +131,17 @@ class GRUCell : public Cell<T> {
     Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
     /// h' = (1 - z) * n + z * h with n = tanh(x_n + r * (h W_hn^T + b_hn)).
     std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
+    /// The same step written gate by gate with primitive ops (the lesson's reference).
+    std::vector<Var<T>> step_composed(const Var<T>& projected_input,
+                                      std::span<const Var<T>> state);
+    /// Chooses the fused gate node (default) or the composed primitives for step().
+    void set_fused(bool fused) { fused_ = fused; }
     /// The weights (for tests and checkpoints).
     GatedWeights<T>& weights() { return weights_; }
 
   private:
     GatedWeights<T> weights_;
+    bool fused_ = true;
 };
 
 } // namespace cellgrad::nn

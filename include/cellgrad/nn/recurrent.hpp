@@ -28,6 +28,7 @@ struct RecurrentOptions {
     Nonlinearity nonlinearity = Nonlinearity::tanh; ///< plain RNN only
     std::uint64_t dropout_seed = 0;                 ///< seeds the dropout masks
     std::string parameter_prefix;                   ///< prepended to every parameter name ("rnn.")
+    bool fused_gates = true; ///< LSTM/GRU: one fused gate node per step (false: composed primitives)
 };
 
 /// States of every layer and direction: [layer * directions + direction][k] (B, H) each.
@@ -137,7 +138,8 @@ using WindowLoss = std::function<Var<T>(Tape<T>& tape, const RecurrentOutput<T>&
 
 /// Truncated BPTT over `stream` (N*B, input_size), time-major, in windows of `window` steps: for
 /// each window a fresh tape, the carried state detached, forward, `loss`, backward, then
-/// `after_backward` (e.g. clip + optimiser step + zero_grad). Returns the mean window loss.
+/// `after_backward` (e.g. clip + optimiser step + zero_grad; may be empty, then gradients
+/// accumulate over the windows). Returns the mean window loss.
 template <class T>
 double run_tbptt(Recurrent<T>& layer, const Tensor<T>& stream, std::size_t batch,
                  std::size_t window, const WindowLoss<T>& loss,
