@@ -78,7 +78,7 @@ GradCheckReport grad_check(const LossFunction& loss, std::span<Parameter<double>
         const bool sampled = size > options.full_check_limit;
         if (sampled) {
             std::shuffle(chosen.begin(), chosen.end(), rng);
-            chosen.resize(options.samples);
+            chosen.resize(std::min(options.samples, size)); // never more than there are
             std::sort(chosen.begin(), chosen.end());
         }
         for (const std::size_t i : chosen) {

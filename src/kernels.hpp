@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include <cblas.h>
@@ -113,7 +114,8 @@ void accumulate_reduced(View<T> target, Shape out, std::size_t grain,
                        });
     } else if (target.rows == 1 && target.cols == out.cols) {
         // Sum over rows, a chunk of columns per task.
-        const std::size_t columns_per_chunk = std::max<std::size_t>(64, grain / std::max<std::size_t>(out.rows, 1));
+        const std::size_t columns_per_chunk =
+            std::max<std::size_t>(64, grain / std::max<std::size_t>(out.rows, 1));
         parallel_chunks(out.cols, columns_per_chunk, [&](std::size_t c0, std::size_t c1) {
             std::vector<T> partial(c1 - c0, T(0));
             for (std::size_t r = 0; r < out.rows; ++r) {
@@ -126,7 +128,8 @@ void accumulate_reduced(View<T> target, Shape out, std::size_t grain,
             }
         });
     } else if (target.cols == 1 && target.rows == out.rows) {
-        parallel_chunks(out.rows, std::max<std::size_t>(1, grain / std::max<std::size_t>(out.cols, 1)),
+        parallel_chunks(out.rows,
+                        std::max<std::size_t>(1, grain / std::max<std::size_t>(out.cols, 1)),
                         [&](std::size_t r0, std::size_t r1) {
                             for (std::size_t r = r0; r < r1; ++r) {
                                 T total = 0;
@@ -138,16 +141,18 @@ void accumulate_reduced(View<T> target, Shape out, std::size_t grain,
                         });
     } else {
         // (1, 1) target: sum of everything, rows in fixed chunks.
-        const std::size_t rows_per_chunk = std::max<std::size_t>(1, grain / std::max<std::size_t>(out.cols, 1));
-        target(0, 0) += parallel_sum<T>(out.rows, rows_per_chunk, [&](std::size_t r0, std::size_t r1) {
-            T total = 0;
-            for (std::size_t r = r0; r < r1; ++r) {
-                for (std::size_t c = 0; c < out.cols; ++c) {
-                    total += contribution(r, c);
+        const std::size_t rows_per_chunk =
+            std::max<std::size_t>(1, grain / std::max<std::size_t>(out.cols, 1));
+        target(0, 0) +=
+            parallel_sum<T>(out.rows, rows_per_chunk, [&](std::size_t r0, std::size_t r1) {
+                T total = 0;
+                for (std::size_t r = r0; r < r1; ++r) {
+                    for (std::size_t c = 0; c < out.cols; ++c) {
+                        total += contribution(r, c);
+                    }
                 }
-            }
-            return total;
-        });
+                return total;
+            });
     }
 }
 
@@ -164,7 +169,13 @@ void add_into(View<T> target, View<const T> source) {
                    });
 }
 
-/// c = alpha * op(a) op(b) + beta * c through BLAS, called from the calling thread only.
+/// Multiply-adds per GEMM task below which splitting the output does not pay.
+inline constexpr std::size_t gemm_task_work = std::size_t(1) << 20;
+
+/// c = alpha * op(a) op(b) + beta * c. The output is cut into blocks of rows (or of columns when
+/// it is wider than tall) whose size depends only on the shape; each block is one single-threaded
+/// BLAS call in a TBB task. So the result is bitwise the same at any thread count, which
+/// OpenBLAS's own threading does not guarantee (its partition changes the summation order).
 template <class T>
 void gemm(View<const T> a, bool transpose_a, View<const T> b, bool transpose_b, View<T> c, T alpha,
           T beta) {
@@ -179,13 +190,33 @@ void gemm(View<const T> a, bool transpose_a, View<const T> b, bool transpose_b, 
     const int lda = static_cast<int>(std::max<std::size_t>(a.stride, 1));
     const int ldb = static_cast<int>(std::max<std::size_t>(b.stride, 1));
     const int ldc = static_cast<int>(std::max<std::size_t>(c.stride, 1));
-    if constexpr (std::is_same_v<T, float>) {
-        cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n),
-                    static_cast<int>(k), alpha, a.data, lda, b.data, ldb, beta, c.data, ldc);
-    } else {
-        cblas_dgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n),
-                    static_cast<int>(k), alpha, a.data, lda, b.data, ldb, beta, c.data, ldc);
-    }
+    // Block rows [r0, r1) and columns [c0, c1) of c: rows of op(a) times columns of op(b).
+    auto block = [&](std::size_t r0, std::size_t r1, std::size_t c0, std::size_t c1) {
+        const T* pa = transpose_a ? a.data + r0 : a.data + r0 * a.stride;
+        const T* pb = transpose_b ? b.data + c0 * b.stride : b.data + c0;
+        T* pc = c.data + r0 * c.stride + c0;
+        const int rows = static_cast<int>(r1 - r0);
+        const int cols = static_cast<int>(c1 - c0);
+        if constexpr (std::is_same_v<T, float>) {
+            cblas_sgemm(CblasRowMajor, ta, tb, rows, cols, static_cast<int>(k), alpha, pa, lda, pb,
+                        ldb, beta, pc, ldc);
+        } else {
+            cblas_dgemm(CblasRowMajor, ta, tb, rows, cols, static_cast<int>(k), alpha, pa, lda, pb,
+                        ldb, beta, pc, ldc);
+        }
+    };
+    const bool split_rows = m >= n;
+    const std::size_t extent = split_rows ? m : n;
+    const std::size_t work_per_line = std::max<std::size_t>(1, (split_rows ? n : m) * k);
+    // Lines per task, a multiple of 16 so that blocks keep the kernels' register tiles whole.
+    const std::size_t lines = (gemm_task_work / work_per_line + 16) / 16 * 16;
+    parallel_chunks(extent, lines, [&](std::size_t begin, std::size_t end) {
+        if (split_rows) {
+            block(begin, end, 0, n); // (end - begin, n)
+        } else {
+            block(0, m, begin, end); // (m, end - begin)
+        }
+    });
 }
 
 } // namespace cellgrad::kernels

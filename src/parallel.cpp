@@ -14,6 +14,12 @@ namespace cellgrad {
 namespace {
 int current_threads = 0;
 std::unique_ptr<tbb::global_control> thread_limit;
+// OpenBLAS stays single-threaded: cellgrad splits each GEMM into fixed blocks itself (kernels.hpp),
+// so that results do not depend on the thread count.
+[[maybe_unused]] const bool blas_single_threaded = [] {
+    openblas_set_num_threads(1);
+    return true;
+}();
 } // namespace
 
 void set_num_threads(int n) {
@@ -23,7 +29,7 @@ void set_num_threads(int n) {
     thread_limit.reset();
     thread_limit = std::make_unique<tbb::global_control>(
         tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(n));
-    openblas_set_num_threads(n);
+    openblas_set_num_threads(1); // GEMM is parallel through cellgrad's fixed blocks instead
     current_threads = n;
 }
 
@@ -35,6 +41,8 @@ int num_threads() {
     return current_threads;
 }
 
-const char* blas_core_name() { return openblas_get_corename(); }
+const char* blas_core_name() {
+    return openblas_get_corename();
+}
 
 } // namespace cellgrad

@@ -3,8 +3,9 @@
 // Determinism: work is cut into chunks whose boundaries depend only on the problem size and the
 // grain, never on the thread count; each chunk is done by one thread; reductions add chunk
 // partials in chunk order. So 1 and 2 threads give bitwise-identical results.
-// BLAS is only ever called from the calling thread, never inside a TBB task, and OpenBLAS gets the
-// same thread count as TBB, so the two pools take turns and never oversubscribe the cores.
+// GEMM follows the same rule: the output is cut into fixed blocks, one single-threaded OpenBLAS
+// call per block in a TBB task (OpenBLAS's own threading changes the summation order with the
+// thread count), so there is one thread pool and the cores are never oversubscribed.
 #pragma once
 
 #include <cstddef>
@@ -16,7 +17,7 @@
 
 namespace cellgrad {
 
-/// Sets the threads used by cellgrad's kernels (TBB) and by OpenBLAS; n >= 1.
+/// Sets the threads used by cellgrad's kernels, GEMM included (TBB); OpenBLAS stays at 1; n >= 1.
 void set_num_threads(int n);
 /// The thread count last set (default: all cores).
 int num_threads();
