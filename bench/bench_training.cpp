@@ -1,0 +1,552 @@
+// bench_training: tokens/s of one full training step (embedding -> LSTM/GRU/RNN over all steps ->
+// linear decoder on every step -> mean cross-entropy -> backward -> SGD), cellgrad against
+// LibTorch, run alternately in one process, plus the sgemm ceiling of the same GEMM shapes.
+//
+// Progress goes to stderr; the report (markdown) goes to stdout. See bench/README.md.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <cellgrad/cellgrad.hpp>
+#include <cellgrad/nn.hpp>
+#include <cellgrad/optim/sgd.hpp>
+
+#include "torch_step.hpp"
+
+namespace {
+
+namespace nn = cellgrad::nn;
+using bench::StepShape;
+using cellgrad::Var;
+
+/// Vocabulary of the embedding and the decoder (char-rnn's tiny-shakespeare size).
+constexpr std::size_t vocab_size = 65;
+
+/// A named (batch, steps, input, hidden) configuration.
+struct Config {
+    std::string name;
+    std::size_t batch;
+    std::size_t steps;
+    std::size_t input;
+    std::size_t hidden;
+};
+
+/// The configurations of issue 6.
+const std::vector<Config> known_configs = {
+    {"small", 32, 64, 64, 128},
+    {"medium", 32, 64, 128, 512},
+    {"charrnn-b1", 1, 25, 65, 100},
+    {"large", 64, 100, 256, 1024},
+};
+
+/// Stacked gate blocks G of a cell: 4 (LSTM), 3 (GRU), 1 (RNN).
+std::size_t gate_count(const std::string& cell) {
+    if (cell == "lstm") {
+        return 4;
+    }
+    if (cell == "gru") {
+        return 3;
+    }
+    if (cell == "rnn") {
+        return 1;
+    }
+    throw cellgrad::Error(fmt::format("unknown cell '{}': expected lstm, gru or rnn", cell));
+}
+
+/// GEMM FLOPs of one training step: forward 2*T*B*(in*GH + H*GH + H*V), backward twice that.
+double step_flops(const StepShape& s) {
+    const double gh = double(gate_count(s.cell)) * double(s.hidden);
+    const double forward =
+        2.0 * double(s.steps) * double(s.batch) *
+        (double(s.input) * gh + double(s.hidden) * gh + double(s.hidden) * double(s.vocab));
+    return 3.0 * forward;
+}
+
+/// Median of the samples (mean of the two middle ones for an even count).
+double median(std::vector<double> samples) {
+    if (samples.empty()) {
+        return std::nan("");
+    }
+    std::sort(samples.begin(), samples.end());
+    const std::size_t mid = samples.size() / 2;
+    return samples.size() % 2 == 1 ? samples[mid] : 0.5 * (samples[mid - 1] + samples[mid]);
+}
+
+/// The cellgrad model + SGD; step() is Trainer::train_step without clipping or carried state.
+class CellgradStep : public bench::TrainingStep {
+  public:
+    /// Builds embedding, sequence layer and decoder from `seed` and an SGD over all of them.
+    CellgradStep(const StepShape& shape, std::vector<std::int32_t> inputs,
+                 std::vector<std::int32_t> targets, double lr, std::uint64_t seed)
+        : shape_(shape), rng_(seed), embedding_(shape.vocab, shape.input, rng_, "embedding."),
+          rnn_(make_layer(shape, rng_)),
+          decoder_(shape.hidden, shape.vocab, rng_, true, "decoder."),
+          sgd_(parameters(), cellgrad::SGDOptions{.lr = lr}), inputs_(std::move(inputs)),
+          targets_(std::move(targets)) {}
+
+    /// One full training step on the fixed batch.
+    double step() override {
+        tape_.clear();
+        const Var<float> embedded = embedding_.forward(tape_, inputs_); // (T*B, E)
+        const nn::RecurrentOutput<float> output = rnn_->forward(embedded, shape_.batch);
+        const Var<float> logits = decoder_.forward(output.output); // (T*B, V)
+        const Var<float> loss = cellgrad::cross_entropy<float>(logits, targets_);
+        sgd_.zero_grad();
+        tape_.backward(loss);
+        sgd_.step();
+        return loss.item();
+    }
+
+  private:
+    /// nn::LSTM, nn::GRU or nn::RNN (tanh), one layer.
+    static std::unique_ptr<nn::Recurrent<float>> make_layer(const StepShape& shape,
+                                                            std::mt19937_64& rng) {
+        nn::RecurrentOptions options;
+        options.input_size = shape.input;
+        options.hidden_size = shape.hidden;
+        options.parameter_prefix = "rnn.";
+        gate_count(shape.cell); // validates the name
+        if (shape.cell == "lstm") {
+            return std::make_unique<nn::LSTM<float>>(options, rng);
+        }
+        if (shape.cell == "gru") {
+            return std::make_unique<nn::GRU<float>>(options, rng);
+        }
+        return std::make_unique<nn::RNN<float>>(options, rng);
+    }
+
+    /// Embedding, layer and decoder parameters.
+    std::vector<cellgrad::Parameter<float>*> parameters() {
+        std::vector<cellgrad::Parameter<float>*> list = embedding_.parameters();
+        for (cellgrad::Parameter<float>* parameter : rnn_->parameters()) {
+            list.push_back(parameter);
+        }
+        for (cellgrad::Parameter<float>* parameter : decoder_.parameters()) {
+            list.push_back(parameter);
+        }
+        return list;
+    }
+
+    StepShape shape_;
+    std::mt19937_64 rng_;
+    nn::Embedding<float> embedding_;
+    std::unique_ptr<nn::Recurrent<float>> rnn_;
+    nn::Linear<float> decoder_;
+    cellgrad::SGD<float> sgd_;
+    cellgrad::Tape<float> tape_;
+    std::vector<std::int32_t> inputs_;
+    std::vector<std::int32_t> targets_;
+};
+
+/// One cblas_sgemm call shape (row-major), repeated `repeat` times.
+struct Gemm {
+    CBLAS_TRANSPOSE trans_a;
+    CBLAS_TRANSPOSE trans_b;
+    std::size_t m, n, k;
+    std::size_t repeat;
+};
+
+/// The GEMMs of one training step as plain cblas_sgemm calls: the sgemm ceiling.
+///
+/// The recurrence forces the per-step GEMMs (h W_hh^T forward, dG W_hh backward: T calls of
+/// (B x H)(H x GH) and (B x GH)(GH x H)); everything else is one big GEMM over all T*B rows
+/// (input projection, its dX and dW, dW_hh = dG^T H, the decoder and its dX and dW).
+class GemmSet {
+  public:
+    /// Lays out the calls and allocates random operands large enough for each.
+    explicit GemmSet(const StepShape& s) {
+        const std::size_t tb = s.steps * s.batch;
+        const std::size_t gh = gate_count(s.cell) * s.hidden;
+        const std::size_t h = s.hidden;
+        const std::size_t v = s.vocab;
+        const std::size_t in = s.input;
+        calls_ = {
+            {CblasNoTrans, CblasTrans, tb, gh, in, 1},             // X W_ih^T
+            {CblasNoTrans, CblasTrans, s.batch, gh, h, s.steps},   // h_t W_hh^T, per step
+            {CblasNoTrans, CblasTrans, tb, v, h, 1},               // H W_dec^T
+            {CblasNoTrans, CblasNoTrans, tb, h, v, 1},             // dH = dY W_dec
+            {CblasTrans, CblasNoTrans, v, h, tb, 1},               // dW_dec = dY^T H
+            {CblasNoTrans, CblasNoTrans, s.batch, h, gh, s.steps}, // dh_t = dG_t W_hh, per step
+            {CblasTrans, CblasNoTrans, gh, h, tb, 1},              // dW_hh = dG^T H_prev
+            {CblasNoTrans, CblasNoTrans, tb, in, gh, 1},           // dX = dG W_ih
+            {CblasTrans, CblasNoTrans, gh, in, tb, 1},             // dW_ih = dG^T X
+        };
+        std::size_t largest = 0;
+        for (const Gemm& call : calls_) {
+            largest = std::max({largest, call.m * call.k, call.k * call.n, call.m * call.n});
+            flops_ += 2.0 * double(call.m) * double(call.n) * double(call.k) * double(call.repeat);
+        }
+        std::mt19937_64 rng(7);
+        std::uniform_real_distribution<float> draw(-1.0f, 1.0f);
+        for (std::vector<float>* buffer : {&a_, &b_, &c_}) {
+            buffer->resize(largest);
+            for (float& value : *buffer) {
+                value = draw(rng);
+            }
+        }
+    }
+
+    /// Runs every call once; returns a checksum so that nothing is optimised away.
+    double run() {
+        for (const Gemm& call : calls_) {
+            const auto m = static_cast<int>(call.m);
+            const auto n = static_cast<int>(call.n);
+            const auto k = static_cast<int>(call.k);
+            const int lda = call.trans_a == CblasNoTrans ? k : m;
+            const int ldb = call.trans_b == CblasNoTrans ? n : k;
+            for (std::size_t r = 0; r < call.repeat; ++r) {
+                cblas_sgemm(CblasRowMajor, call.trans_a, call.trans_b, m, n, k, 1.0f, a_.data(),
+                            lda, b_.data(), ldb, 0.0f, c_.data(), n);
+            }
+        }
+        return double(c_[0]);
+    }
+
+    /// FLOPs of one run(); equals step_flops() of the shape.
+    double flops() const { return flops_; }
+
+  private:
+    std::vector<Gemm> calls_;
+    std::vector<float> a_, b_, c_;
+    double flops_ = 0;
+};
+
+/// Something timed once per round: how to set its threads and how to run it.
+struct Contender {
+    /// A contender with no samples yet.
+    Contender(std::string name_, std::function<void()> set_threads_, std::function<double()> run_)
+        : name(std::move(name_)), set_threads(std::move(set_threads_)), run(std::move(run_)) {}
+    std::string name;
+    std::function<void()> set_threads;
+    std::function<double()> run;
+    std::vector<double> seconds; ///< timed rounds only
+    double first_loss = std::nan("");
+    double last_loss = std::nan("");
+};
+
+/// A LibTorch thread split: torch intra-op threads x OpenBLAS threads.
+struct Split {
+    int torch;
+    int blas;
+};
+
+/// Splits at `n` cores: every (a, b) with a, b <= n and max(a, b) = n.
+std::vector<Split> splits_for(int n) {
+    std::vector<Split> list;
+    for (int a = n; a >= 1; --a) {
+        for (int b = 1; b <= n; ++b) {
+            if (std::max(a, b) == n) {
+                list.push_back({a, b});
+            }
+        }
+    }
+    return list;
+}
+
+/// One row of the report.
+struct Row {
+    std::string config;
+    std::string cell;
+    int threads = 0;
+    double tokens = 0;
+    double flops = 0;
+    double cellgrad_seconds = 0;
+    double sgemm_seconds = 0;
+    std::vector<std::pair<std::string, double>> torch_seconds; ///< per split, median
+    std::size_t timed = 0;
+};
+
+/// Value of an environment variable, or "(unset)".
+std::string env_or_unset(const char* name) {
+    const char* value = std::getenv(name);
+    return value == nullptr ? std::string("(unset)") : fmt::format("`{}`", value);
+}
+
+/// The three load averages from /proc/loadavg, or "n/a".
+std::string load_average() {
+    std::ifstream file("/proc/loadavg");
+    double one = 0, five = 0, fifteen = 0;
+    if (file >> one >> five >> fifteen) {
+        return fmt::format("{:.2f} {:.2f} {:.2f}", one, five, fifteen);
+    }
+    return "n/a";
+}
+
+/// A rate as a whole number, or "n/a" when it is not finite.
+std::string format_rate(double value) {
+    if (!std::isfinite(value)) {
+        return "n/a";
+    }
+    return fmt::format("{:.0f}", value);
+}
+
+/// Runs all contenders round-robin: `warmup` untimed rounds, then `timed` timed rounds.
+void run_rounds(std::vector<Contender>& contenders, std::size_t warmup, std::size_t timed) {
+    for (std::size_t round = 0; round < warmup + timed; ++round) {
+        for (Contender& contender : contenders) {
+            contender.set_threads();
+            const auto start = std::chrono::steady_clock::now();
+            const double loss = contender.run();
+            const auto stop = std::chrono::steady_clock::now();
+            if (!std::isfinite(loss)) {
+                throw cellgrad::Error(fmt::format("{}: non-finite result {} in round {}",
+                                                  contender.name, loss, round));
+            }
+            if (round == 0) {
+                contender.first_loss = loss;
+            }
+            contender.last_loss = loss;
+            if (round >= warmup) {
+                contender.seconds.push_back(std::chrono::duration<double>(stop - start).count());
+            }
+        }
+    }
+}
+
+/// Command-line options.
+struct Options {
+    std::vector<std::string> configs = {"small", "medium", "charrnn-b1", "large"};
+    std::vector<std::string> cells = {"lstm", "gru", "rnn"};
+    std::vector<int> threads = {1, 2};
+    std::size_t warmup = 2;
+    std::size_t steps = 10;
+    std::size_t large_warmup = 1;
+    std::size_t large_steps = 10;
+    double lr = 0.01;
+    std::uint64_t seed = 1;
+    bool torch = true;
+};
+
+/// Measures one (config, cell, threads) row: cellgrad, each LibTorch split and the sgemm set.
+Row measure(const Config& config, const std::string& cell, int threads, const Options& options) {
+    const StepShape shape{cell,         config.batch,  config.steps,
+                          config.input, config.hidden, vocab_size};
+    const std::size_t tokens = config.batch * config.steps;
+    std::mt19937_64 rng(options.seed);
+    std::uniform_int_distribution<std::int32_t> token(0, std::int32_t(vocab_size) - 1);
+    std::vector<std::int32_t> inputs(tokens), targets(tokens);
+    for (std::size_t i = 0; i < tokens; ++i) {
+        inputs[i] = token(rng);
+        targets[i] = token(rng);
+    }
+
+    std::vector<Contender> contenders;
+    auto cellgrad_step =
+        std::make_shared<CellgradStep>(shape, inputs, targets, options.lr, options.seed);
+    contenders.emplace_back(
+        "cellgrad", [threads] { cellgrad::set_num_threads(threads); },
+        [cellgrad_step] { return cellgrad_step->step(); });
+#ifdef CELLGRAD_BENCH_WITH_TORCH
+    if (options.torch) {
+        for (const Split split : splits_for(threads)) {
+            // One model per split so that each split trains its own copy from the same init.
+            std::shared_ptr<bench::TrainingStep> torch_step =
+                bench::make_torch_step(shape, inputs, targets, options.lr, options.seed);
+            contenders.emplace_back(
+                fmt::format("{}x{}", split.torch, split.blas),
+                [split] {
+                    bench::set_torch_threads(split.torch);
+                    openblas_set_num_threads(split.blas);
+                },
+                [torch_step] { return torch_step->step(); });
+        }
+    }
+#endif
+    auto gemms = std::make_shared<GemmSet>(shape);
+    contenders.emplace_back(
+        "sgemm", [threads] { openblas_set_num_threads(threads); },
+        [gemms] { return gemms->run(); });
+
+    const bool large = config.name == "large";
+    const std::size_t warmup = large ? options.large_warmup : options.warmup;
+    const std::size_t timed = large ? options.large_steps : options.steps;
+    run_rounds(contenders, warmup, timed);
+
+    Row row;
+    row.config = config.name;
+    row.cell = cell;
+    row.threads = threads;
+    row.tokens = double(tokens);
+    row.flops = step_flops(shape);
+    row.timed = timed;
+    for (const Contender& contender : contenders) {
+        const double seconds = median(contender.seconds);
+        if (contender.name == "cellgrad") {
+            row.cellgrad_seconds = seconds;
+        } else if (contender.name == "sgemm") {
+            row.sgemm_seconds = seconds;
+        } else {
+            row.torch_seconds.emplace_back(contender.name, seconds);
+        }
+    }
+    if (std::abs(gemms->flops() - row.flops) > 1e-6 * row.flops) {
+        throw cellgrad::Error("bench_training: the sgemm set and the FLOP formula disagree");
+    }
+
+    std::string line =
+        fmt::format("{:<10} {:<4} {}t  cellgrad {:>9.0f} tok/s (loss {:.3f}->{:.3f})", config.name,
+                    cell, threads, row.tokens / row.cellgrad_seconds, contenders.front().first_loss,
+                    contenders.front().last_loss);
+    for (const Contender& contender : contenders) {
+        if (contender.name != "cellgrad" && contender.name != "sgemm") {
+            line += fmt::format("  torch {} {:.0f} (loss {:.3f}->{:.3f})", contender.name,
+                                row.tokens / median(contender.seconds), contender.first_loss,
+                                contender.last_loss);
+        }
+    }
+    line += fmt::format("  sgemm {:.1f} GFLOP/s  [load {}]", row.flops / row.sgemm_seconds * 1e-9,
+                        load_average());
+    std::cerr << line << std::endl;
+    return row;
+}
+
+/// The report: environment, the main table and the per-split LibTorch table, in markdown.
+std::string report(const std::vector<Row>& rows, const Options& options, bool with_torch,
+                   const std::string& load_before) {
+    const std::string core = cellgrad::blas_core_name();
+    std::string text;
+    text += "## Training step: cellgrad vs LibTorch\n\n";
+    text += fmt::format("- BLAS: {} (core **{}**)\n", openblas_get_config(), core);
+    text += fmt::format("- OPENBLAS_CORETYPE: {}\n", env_or_unset("OPENBLAS_CORETYPE"));
+    text += fmt::format("- GLIBC_TUNABLES: {}\n", env_or_unset("GLIBC_TUNABLES"));
+#ifdef CELLGRAD_BENCH_WITH_TORCH
+    text += fmt::format("- peer: {}{}\n", bench::torch_description(),
+                        with_torch ? "" : " (disabled by --no-torch)");
+#else
+    text += "- peer: LibTorch not built (Torch not found or CELLGRAD_BENCH_TORCH=OFF)\n";
+#endif
+    text += fmt::format("- cores: {}; load average before {}, after {}\n",
+                        std::thread::hardware_concurrency(), load_before, load_average());
+    text += fmt::format("- rounds: {} warm-up + {} timed ({} + {} for large), contenders "
+                        "interleaved round by round; figures are medians\n",
+                        options.warmup, options.steps, options.large_warmup, options.large_steps);
+    text += "- tokens/s = B*T / median step time; GFLOP/s counts the step's GEMMs "
+            "(forward 2TB(in*GH + H*GH + H*V), backward 2x); sgemm = the same GEMM shapes as "
+            "bare cblas_sgemm calls at the row's thread count\n\n";
+
+    text += "| config | cell | threads | BLAS core | cellgrad tok/s | LibTorch tok/s (best "
+            "split) | split torch x BLAS | ratio | cellgrad GFLOP/s | sgemm GFLOP/s | % of "
+            "sgemm |\n";
+    text += "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|\n";
+    for (const Row& row : rows) {
+        const double cellgrad_rate = row.tokens / row.cellgrad_seconds;
+        double best_rate = std::nan("");
+        std::string best_split = "-";
+        for (const auto& [split, seconds] : row.torch_seconds) {
+            const double rate = row.tokens / seconds;
+            if (!(rate <= best_rate)) {
+                best_rate = rate;
+                best_split = split;
+            }
+        }
+        const double cellgrad_gflops = row.flops / row.cellgrad_seconds * 1e-9;
+        const double sgemm_gflops = row.flops / row.sgemm_seconds * 1e-9;
+        text += fmt::format(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2f} | {:.2f} | {:.1f}% |\n", row.config,
+            row.cell, row.threads, core, format_rate(cellgrad_rate), format_rate(best_rate),
+            best_split,
+            std::isfinite(best_rate) ? fmt::format("{:.2f}", cellgrad_rate / best_rate) : "n/a",
+            cellgrad_gflops, sgemm_gflops, 100.0 * cellgrad_gflops / sgemm_gflops);
+    }
+
+    if (with_torch) {
+        text += "\nLibTorch tokens/s by split (torch intra-op threads x OpenBLAS threads):\n\n";
+        text += "| config | cell | threads | split | LibTorch tok/s | LibTorch GFLOP/s |\n";
+        text += "|---|---|---:|---|---:|---:|\n";
+        for (const Row& row : rows) {
+            for (const auto& [split, seconds] : row.torch_seconds) {
+                text += fmt::format("| {} | {} | {} | {} | {} | {:.2f} |\n", row.config, row.cell,
+                                    row.threads, split, format_rate(row.tokens / seconds),
+                                    row.flops / seconds * 1e-9);
+            }
+        }
+    }
+    return text;
+}
+
+} // namespace
+
+/// Parses the options, measures every (config, cell, threads) row and prints the report.
+int main(int argc, char** argv) {
+    Options options;
+    CLI::App app{"bench_training: a full RNN training step, cellgrad vs LibTorch (tokens/s)"};
+    app.add_option("--configs", options.configs, "configurations: small, medium, charrnn-b1, large")
+        ->delimiter(',')
+        ->capture_default_str();
+    app.add_option("--cells", options.cells, "cells: lstm, gru, rnn")
+        ->delimiter(',')
+        ->capture_default_str();
+    app.add_option("--threads", options.threads, "thread counts")
+        ->delimiter(',')
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--warmup", options.warmup, "untimed rounds")->capture_default_str();
+    app.add_option("--steps", options.steps, "timed rounds (median)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--large-warmup", options.large_warmup, "untimed rounds for 'large'")
+        ->capture_default_str();
+    app.add_option("--large-steps", options.large_steps, "timed rounds for 'large'")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--lr", options.lr, "SGD learning rate")->capture_default_str();
+    app.add_option("--seed", options.seed, "seed of the data and the cellgrad init")
+        ->capture_default_str();
+    app.add_flag("!--no-torch", options.torch, "measure cellgrad and sgemm only");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        std::vector<Config> selected;
+        for (const std::string& name : options.configs) {
+            const auto found = std::find_if(known_configs.begin(), known_configs.end(),
+                                            [&](const Config& c) { return c.name == name; });
+            if (found == known_configs.end()) {
+                throw cellgrad::Error(fmt::format(
+                    "unknown config '{}': expected small, medium, charrnn-b1 or large", name));
+            }
+            selected.push_back(*found);
+        }
+        for (const std::string& cell : options.cells) {
+            gate_count(cell);
+        }
+        if (options.steps < 10 || options.large_steps < 10) {
+            std::cerr << "note: fewer than 10 timed rounds; medians will be noisy\n";
+        }
+#ifdef CELLGRAD_BENCH_WITH_TORCH
+        const bool with_torch = options.torch;
+#else
+        const bool with_torch = false;
+#endif
+        std::cerr << fmt::format("BLAS core {}, OPENBLAS_CORETYPE {}, GLIBC_TUNABLES {}\n",
+                                 cellgrad::blas_core_name(), env_or_unset("OPENBLAS_CORETYPE"),
+                                 env_or_unset("GLIBC_TUNABLES"));
+        const std::string load_before = load_average();
+        std::vector<Row> rows;
+        for (const Config& config : selected) {
+            for (const std::string& cell : options.cells) {
+                for (const int threads : options.threads) {
+                    rows.push_back(measure(config, cell, threads, options));
+                }
+            }
+        }
+        std::cout << report(rows, options, with_torch, load_before) << std::flush;
+    } catch (const std::exception& e) {
+        std::cerr << "bench_training: " << e.what() << "\n";
+        return 1;
+    }
+    return 0;
+}
