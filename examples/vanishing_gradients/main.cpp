@@ -1,0 +1,454 @@
+// vanishing_gradients: how the error signal fades with time lag in a tanh RNN, an LSTM (forget
+// bias 0 and 1) and a GRU, read straight off the graph (RecurrentOutput::states[..][t][k].grad()).
+//   vanishing_gradients --T 200 --hidden 128 --batch 50 --seeds 5 --train-steps 300 --out-dir DIR
+// Adding-problem sequences, loss = MSE of a Linear head on h_T (last step only). For every t:
+// ||dL/dh_t|| per sequence (and ||dL/dc_t|| for the LSTMs), the median (or mean) over the batch,
+// log10, then median / quartiles / min / max over seeds; at initialisation and after
+// --train-steps steps of RMSprop (lr 1e-3, decay 0.9, clip 1). Float64 throughout, so norms down to
+// 1e-300 stay exact. Writes DIR/gradient_flow.csv (tidy), DIR/decay_table.md (least-squares slope
+// of log10 norm against lag over [--fit-from, --fit-to], as a factor per step 10^slope),
+// DIR/gradient_flow.gp and, through gnuplot, DIR/gradient_flow.png and DIR/gradient_flow.svg.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <tuple>
+
+#include <CLI/CLI.hpp>
+
+#include "adding.hpp"
+#include "cellgrad/optim/optim.hpp"
+
+namespace {
+
+using T = double;
+using Clock = std::chrono::steady_clock;
+constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+
+/// Seconds elapsed since `start`.
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+/// Everything the program takes.
+struct Arguments {
+    std::size_t steps_per_sequence = 200;
+    std::size_t hidden = 128;
+    std::size_t batch = 50;
+    std::size_t seeds = 5;
+    std::int64_t train_steps = 300;
+    std::size_t train_batch = 50;
+    double lr = 1e-3;
+    double alpha = 0.9;
+    double clip = 1.0;
+    std::vector<std::string> models{"rnn", "lstm_fb0", "lstm_fb1", "gru"};
+    std::size_t fit_from = 10;
+    std::size_t fit_to = 150;
+    std::string batch_stat = "median";
+    std::string out_dir = ".";
+    int threads = 2;
+    bool plot = true;
+};
+
+/// A model the lab compares: its id (CSV), its label (plot, table) and how it is built.
+struct ModelEntry {
+    std::string id;
+    std::string label;
+    adding::ModelSpec spec;
+};
+
+/// The spec behind a model id: rnn, lstm_fb<bias> (e.g. lstm_fb0, lstm_fb1, lstm_fb3) or gru.
+ModelEntry model_entry(const std::string& id, std::size_t hidden) {
+    if (id == "rnn") {
+        return {id, "tanh RNN", {"rnn", hidden, 0.0}};
+    }
+    if (id == "gru") {
+        return {id, "GRU", {"gru", hidden, 0.0}};
+    }
+    if (id.rfind("lstm_fb", 0) == 0 && id.size() > 7) {
+        const double bias = std::stod(id.substr(7));
+        return {id, fmt::format("LSTM forget bias {}", bias), {"lstm", hidden, bias}};
+    }
+    throw cellgrad::Error(
+        fmt::format("vanishing_gradients: unknown model '{}' (rnn, lstm_fb<bias>, gru)", id));
+}
+
+/// Quantile q in [0, 1] of the finite values (linear interpolation); NaN when there are none.
+double quantile(std::vector<double> values, double q) {
+    std::erase_if(values, [](double v) { return !std::isfinite(v); });
+    if (values.empty()) {
+        return nan;
+    }
+    std::sort(values.begin(), values.end());
+    const double position = q * double(values.size() - 1);
+    const auto below = static_cast<std::size_t>(std::floor(position));
+    const std::size_t above = std::min(below + 1, values.size() - 1);
+    return values[below] + (position - double(below)) * (values[above] - values[below]);
+}
+
+/// log10 of the batch statistic ("median" or "mean") of the per-row L2 norms of `grad` (B, H).
+double log10_batch_norm(const cellgrad::Tensor<T>& grad, const std::string& batch_stat) {
+    std::vector<double> norms(grad.rows());
+    for (std::size_t b = 0; b < grad.rows(); ++b) {
+        double sum = 0;
+        for (std::size_t j = 0; j < grad.cols(); ++j) {
+            sum += double(grad(b, j)) * double(grad(b, j));
+        }
+        norms[b] = std::sqrt(sum);
+    }
+    double value = 0;
+    if (batch_stat == "mean") {
+        for (double norm : norms) {
+            value += norm / double(norms.size());
+        }
+    } else {
+        value = quantile(norms, 0.5);
+    }
+    return value > 0 ? std::log10(value) : nan;
+}
+
+/// One backward pass from the loss on h_T: log10 norms [k][t] (k = 0: h, k = 1: c for an LSTM).
+std::vector<std::vector<double>> measure(adding::Model<T>& model, const adding::Batch<T>& batch,
+                                         const std::string& batch_stat) {
+    cellgrad::Tape<T> tape;
+    cellgrad::nn::RecurrentOutput<T> output;
+    const cellgrad::Var<T> prediction = model.forward(tape, batch, output);
+    const cellgrad::Var<T> loss = cellgrad::mse_loss(prediction, tape.constant(batch.targets));
+    for (cellgrad::Parameter<T>* parameter : model.parameters()) {
+        parameter->zero_grad();
+    }
+    tape.backward(loss);
+    const auto& states = output.states[0]; // [t][k]
+    std::vector<std::vector<double>> result(states.front().size(),
+                                            std::vector<double>(states.size()));
+    for (std::size_t t = 0; t < states.size(); ++t) {
+        for (std::size_t k = 0; k < states[t].size(); ++k) {
+            result[k][t] = log10_batch_norm(states[t][k].grad(), batch_stat);
+        }
+    }
+    for (cellgrad::Parameter<T>* parameter : model.parameters()) {
+        parameter->zero_grad();
+    }
+    return result;
+}
+
+/// `steps` steps of RMSprop with global-norm clipping on fresh batches; returns the last MSE.
+double train(adding::Model<T>& model, const Arguments& args, std::mt19937_64& data_rng) {
+    cellgrad::RMSprop<T> optimizer(model.parameters(),
+                                   cellgrad::RMSpropOptions{.lr = args.lr, .alpha = args.alpha});
+    cellgrad::Tape<T> tape;
+    double last = nan;
+    for (std::int64_t step = 0; step < args.train_steps; ++step) {
+        const adding::Batch<T> batch =
+            adding::make_batch<T>(args.steps_per_sequence, args.train_batch, data_rng);
+        cellgrad::nn::RecurrentOutput<T> output;
+        const cellgrad::Var<T> prediction = model.forward(tape, batch, output);
+        const cellgrad::Var<T> loss = cellgrad::mse_loss(prediction, tape.constant(batch.targets));
+        last = double(loss.item());
+        optimizer.zero_grad();
+        tape.backward(loss);
+        if (args.clip > 0) {
+            cellgrad::clip_grad_norm(optimizer.parameters(), args.clip);
+        }
+        optimizer.step();
+        tape.clear();
+    }
+    return last;
+}
+
+/// Least-squares line y = a + slope * x through the finite points; {slope, r^2, points}.
+std::tuple<double, double, std::size_t> fit_line(const std::vector<double>& x,
+                                                 const std::vector<double>& y) {
+    double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (!std::isfinite(y[i])) {
+            continue;
+        }
+        n += 1;
+        sx += x[i];
+        sy += y[i];
+        sxx += x[i] * x[i];
+        sxy += x[i] * y[i];
+        syy += y[i] * y[i];
+    }
+    if (n < 2) {
+        return {nan, nan, std::size_t(n)};
+    }
+    const double cxx = sxx - sx * sx / n, cxy = sxy - sx * sy / n, cyy = syy - sy * sy / n;
+    const double slope = cxy / cxx;
+    const double r2 = cyy > 0 ? cxy * cxy / (cxx * cyy) : 1.0;
+    return {slope, r2, std::size_t(n)};
+}
+
+/// Slope of log10 norm against lag over [from, to] for a curve indexed by t (lag = T - 1 - t).
+std::tuple<double, double, std::size_t> fit_curve(const std::vector<double>& curve,
+                                                  std::size_t from, std::size_t to) {
+    std::vector<double> lags, values;
+    const std::size_t steps = curve.size();
+    for (std::size_t lag = from; lag <= to && lag < steps; ++lag) {
+        lags.push_back(double(lag));
+        values.push_back(curve[steps - 1 - lag]);
+    }
+    return fit_line(lags, values);
+}
+
+/// Formats a number for a CSV field; empty for NaN/Inf (gnuplot reads that as missing).
+std::string field(double value) {
+    return std::isfinite(value) ? fmt::format("{:.6g}", value) : std::string();
+}
+
+/// The gnuplot script: two panels (at initialisation, after training), log y, one line per model.
+std::string gnuplot_script(const std::vector<ModelEntry>& models, const Arguments& args) {
+    const char* colours[] = {"#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
+    std::ostringstream gp;
+    gp << "# Generated by vanishing_gradients: gnuplot gradient_flow.gp (in this directory).\n"
+       << "set datafile separator ','\n"
+       << "set logscale y\nset format y '10^{%L}'\nset grid\n"
+       << "set xlabel 't (time step; the loss reads h at t = T-1)'\n"
+       << "set key bottom right font ',9'\n";
+    std::string panels;
+    for (const std::string phase : {"init", "trained"}) {
+        std::ostringstream panel;
+        panel << fmt::format("set title '{}' font ',11'\n",
+                             phase == "init"
+                                 ? std::string("at initialisation")
+                                 : fmt::format("after {} RMSprop steps", args.train_steps));
+        panel << "set ylabel 'gradient norm (median over seeds; band: quartiles)'\n";
+        panel << "plot ";
+        bool first = true;
+        for (std::size_t m = 0; m < models.size(); ++m) {
+            const char* colour = colours[m % 6];
+            for (const std::string quantity : {"h", "c"}) {
+                if (quantity == "c" && models[m].spec.cell != "lstm") {
+                    continue;
+                }
+                const std::string selected =
+                    fmt::format("(strcol(1) eq '{}' && strcol(3) eq '{}' && strcol(4) eq '{}' ? "
+                                "$5 : NaN)",
+                                models[m].id, phase, quantity);
+                const std::string title = fmt::format("{} ||dL/d{}_t||", models[m].label, quantity);
+                panel << (first ? "" : ", \\\n     ")
+                      << fmt::format("'gradient_flow.csv' using {}:(10**$8):(10**$9) with "
+                                     "filledcurves fs transparent solid 0.15 noborder lc rgb '{}' "
+                                     "notitle, \\\n     ",
+                                     selected, colour)
+                      << fmt::format("'gradient_flow.csv' using {}:(10**$7) with lines lw 2 dt {} "
+                                     "lc rgb '{}' title '{}'",
+                                     selected, quantity == "h" ? 1 : 2, colour, title);
+                first = false;
+            }
+        }
+        panel << "\n";
+        panels += panel.str();
+    }
+    const std::string title = fmt::format(
+        "log10 ||dL/dh_t|| against t, adding problem T = {}, hidden {}, {} seeds, batch {} "
+        "({} over the batch), float64",
+        args.steps_per_sequence, args.hidden, args.seeds, args.batch, args.batch_stat);
+    for (const auto& [terminal, file] :
+         {std::pair{"pngcairo size 1500,620 font 'sans,10'", "gradient_flow.png"},
+          std::pair{"svg size 1500,620 dynamic font 'sans,10'", "gradient_flow.svg"}}) {
+        gp << fmt::format("set terminal {}\nset output '{}'\n", terminal, file)
+           << fmt::format("set multiplot layout 1,2 title '{}' font ',12'\n", title) << panels
+           << "unset multiplot\nset output\n";
+    }
+    return gp.str();
+}
+
+/// Runs the lab as `args` says; returns the exit code.
+int run(const Arguments& args) {
+    cellgrad::set_num_threads(args.threads);
+    const auto start = Clock::now();
+    const std::size_t steps = args.steps_per_sequence;
+    std::vector<ModelEntry> models;
+    for (const std::string& id : args.models) {
+        models.push_back(model_entry(id, args.hidden));
+    }
+    const std::filesystem::path out_dir(args.out_dir);
+    std::filesystem::create_directories(out_dir);
+    fmt::print(stderr,
+               "vanishing_gradients: T = {}, hidden {}, measure batch {}, {} seeds, {} training "
+               "steps (batch {}, RMSprop lr {} decay {}, clip {}), float64, {} threads\n",
+               steps, args.hidden, args.batch, args.seeds, args.train_steps, args.train_batch,
+               args.lr, args.alpha, args.clip, args.threads);
+
+    // curves[model][phase][quantity][seed][t] = log10 norm.
+    using Curves = std::vector<std::vector<std::vector<double>>>; // [quantity][seed][t]
+    std::map<std::string, std::map<std::string, Curves>> curves;
+    const std::vector<std::string> phases{"init", "trained"};
+    for (const ModelEntry& entry : models) {
+        const std::size_t quantities = entry.spec.cell == "lstm" ? 2 : 1;
+        for (const std::string& phase : phases) {
+            curves[entry.id][phase].assign(quantities, std::vector<std::vector<double>>());
+        }
+        for (std::size_t seed = 0; seed < args.seeds; ++seed) {
+            const auto seed_start = Clock::now();
+            std::mt19937_64 weight_rng(seed);
+            std::mt19937_64 measure_rng(seed * 1000003 + 7);
+            std::mt19937_64 data_rng(seed * 1000003 + 1);
+            adding::Model<T> model(entry.spec, weight_rng);
+            const adding::Batch<T> batch = adding::make_batch<T>(steps, args.batch, measure_rng);
+            // Readings through the composed cell (c_t is its own node), training fused (faster).
+            model.set_fused_gates(false);
+            auto at_init = measure(model, batch, args.batch_stat);
+            model.set_fused_gates(true);
+            const double last_mse = args.train_steps > 0 ? train(model, args, data_rng) : nan;
+            model.set_fused_gates(false);
+            auto trained = measure(model, batch, args.batch_stat);
+            for (std::size_t k = 0; k < quantities; ++k) {
+                curves[entry.id]["init"][k].push_back(std::move(at_init[k]));
+                curves[entry.id]["trained"][k].push_back(std::move(trained[k]));
+            }
+            const auto& h0 = curves[entry.id]["init"][0].back();
+            const auto& h1 = curves[entry.id]["trained"][0].back();
+            fmt::print(stderr,
+                       "  {:<20} seed {}: log10||dL/dh|| at lag 0 / {}: init {:.2f} / {:.2f}, "
+                       "trained {:.2f} / {:.2f}; last train MSE {:.4f} ({:.1f}s)\n",
+                       entry.label, seed, steps - 1, h0[steps - 1], h0[0], h1[steps - 1], h1[0],
+                       last_mse, seconds_since(seed_start));
+        }
+    }
+
+    // The tidy CSV: one row per model, phase, quantity and t.
+    std::ofstream csv(out_dir / "gradient_flow.csv");
+    if (!csv) {
+        throw cellgrad::Error(fmt::format("vanishing_gradients: cannot write {}",
+                                          (out_dir / "gradient_flow.csv").string()));
+    }
+    csv << "model,label,phase,quantity,t,lag,median_log10_norm,q25_log10_norm,q75_log10_norm,"
+           "min_log10_norm,max_log10_norm,seeds\n";
+    // Median-over-seeds curves for the slope fit: [model][phase][quantity][t].
+    std::map<std::string, std::map<std::string, std::vector<std::vector<double>>>> medians;
+    for (const ModelEntry& entry : models) {
+        for (const std::string& phase : phases) {
+            const Curves& per_quantity = curves[entry.id][phase];
+            for (std::size_t k = 0; k < per_quantity.size(); ++k) {
+                std::vector<double> median_curve(steps);
+                for (std::size_t t = 0; t < steps; ++t) {
+                    std::vector<double> values;
+                    for (const auto& seed_curve : per_quantity[k]) {
+                        values.push_back(seed_curve[t]);
+                    }
+                    median_curve[t] = quantile(values, 0.5);
+                    csv << fmt::format("{},{},{},{},{},{},{},{},{},{},{},{}\n", entry.id,
+                                       entry.label, phase, k == 0 ? "h" : "c", t, steps - 1 - t,
+                                       field(median_curve[t]), field(quantile(values, 0.25)),
+                                       field(quantile(values, 0.75)), field(quantile(values, 0)),
+                                       field(quantile(values, 1)), values.size());
+                }
+                medians[entry.id][phase].push_back(std::move(median_curve));
+            }
+        }
+    }
+    csv.close();
+
+    // The decay table: slope of the seed-median curve, and the range of the per-seed slopes.
+    const std::size_t fit_to = std::min(args.fit_to, steps - 1);
+    std::ostringstream table;
+    table << fmt::format(
+        "Least-squares slope of log10 ||dL/dx_t|| against lag = T-1-t over lags {}..{} (T = {}, "
+        "hidden {}, {} seeds, {} of per-sequence norms over a batch of {}, float64); factor per "
+        "step = 10^slope. `trained` = after {} RMSprop steps (lr {}, decay {}, clip {}, batch "
+        "{}).\n\n",
+        args.fit_from, fit_to, steps, args.hidden, args.seeds, args.batch_stat, args.batch,
+        args.train_steps, args.lr, args.alpha, args.clip, args.train_batch);
+    table << "| model | phase | x | slope (decades/step) | factor per step | per-seed factors "
+             "(min-max) | R^2 | log10 norm at lag 0 / lag "
+          << steps - 1 << " |\n";
+    table << "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n";
+    for (const ModelEntry& entry : models) {
+        for (const std::string& phase : phases) {
+            const auto& per_quantity = medians[entry.id][phase];
+            for (std::size_t k = 0; k < per_quantity.size(); ++k) {
+                const auto [slope, r2, points] = fit_curve(per_quantity[k], args.fit_from, fit_to);
+                std::vector<double> seed_factors;
+                for (const auto& seed_curve : curves[entry.id][phase][k]) {
+                    seed_factors.push_back(
+                        std::pow(10.0, std::get<0>(fit_curve(seed_curve, args.fit_from, fit_to))));
+                }
+                const std::string points_note =
+                    points + args.fit_from <= fit_to ? fmt::format(" ({} pts)", points) : "";
+                table << fmt::format(
+                    "| {} | {} | {} | {:.4f} | {:.3f}{} | {:.3f}-{:.3f} | {:.3f} | {:.2f} / {:.2f} "
+                    "|\n",
+                    entry.label, phase, k == 0 ? "h" : "c", slope, std::pow(10.0, slope),
+                    points_note, quantile(seed_factors, 0), quantile(seed_factors, 1), r2,
+                    per_quantity[k][steps - 1], per_quantity[k][0]);
+            }
+        }
+    }
+    {
+        std::ofstream markdown(out_dir / "decay_table.md");
+        markdown << table.str();
+    }
+    fmt::print("{}\n", table.str());
+
+    {
+        std::ofstream gp(out_dir / "gradient_flow.gp");
+        gp << gnuplot_script(models, args);
+    }
+    if (args.plot) {
+        const std::string command =
+            fmt::format("cd '{}' && gnuplot gradient_flow.gp", out_dir.string());
+        if (std::system(command.c_str()) != 0) {
+            fmt::print(stderr,
+                       "vanishing_gradients: gnuplot failed or is missing (apt-get install "
+                       "gnuplot-nox); the script is {}\n",
+                       (out_dir / "gradient_flow.gp").string());
+        }
+    }
+    fmt::print(stderr,
+               "vanishing_gradients: wrote {}/gradient_flow.{{csv,gp,png,svg}} and "
+               "decay_table.md in {:.1f}s\n",
+               out_dir.string(), seconds_since(start));
+    return 0;
+}
+
+} // namespace
+
+/// Parses the command line and runs; errors go to stderr with exit code 1.
+int main(int argc, char** argv) {
+    CLI::App app{"vanishing_gradients: gradient norms through time, RNN vs LSTM vs GRU"};
+    Arguments args;
+    app.add_option("--T", args.steps_per_sequence, "sequence length")->check(CLI::Range(2, 100000));
+    app.add_option("--hidden", args.hidden, "hidden units")->check(CLI::PositiveNumber);
+    app.add_option("--batch", args.batch, "sequences in the measurement batch")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--seeds", args.seeds, "seeds (weights and data)")->check(CLI::PositiveNumber);
+    app.add_option("--train-steps", args.train_steps, "training steps before the second reading")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--train-batch", args.train_batch, "sequences per training step")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--lr", args.lr, "RMSprop learning rate")->check(CLI::PositiveNumber);
+    app.add_option("--alpha", args.alpha, "RMSprop decay")->check(CLI::Range(0.0, 1.0));
+    app.add_option("--clip", args.clip, "global gradient-norm clip (0: off)")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--models", args.models, "rnn, lstm_fb<bias> (lstm_fb0, lstm_fb1, ...), gru")
+        ->delimiter(',');
+    app.add_option("--fit-from", args.fit_from, "first lag of the slope fit");
+    app.add_option("--fit-to", args.fit_to, "last lag of the slope fit");
+    app.add_option("--batch-stat", args.batch_stat, "median or mean of per-sequence norms")
+        ->check(CLI::IsMember({"median", "mean"}));
+    app.add_option("--out-dir", args.out_dir, "where the CSV, table, script and plots go");
+    app.add_option("--threads", args.threads, "threads (TBB and OpenBLAS)")
+        ->check(CLI::PositiveNumber);
+    bool no_plot = false;
+    app.add_flag("--no-plot", no_plot, "write the gnuplot script but do not run it");
+    CLI11_PARSE(app, argc, argv);
+    args.plot = !no_plot;
+    try {
+        if (args.fit_from >= args.fit_to) {
+            throw cellgrad::Error("vanishing_gradients: --fit-from must be below --fit-to");
+        }
+        return run(args);
+    } catch (const std::exception& error) {
+        fmt::print(stderr, "vanishing_gradients: error: {}\n", error.what());
+        return 1;
+    }
+}
