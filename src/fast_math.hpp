@@ -16,7 +16,8 @@ inline T exp(T x) {
         return std::exp(x);
     } else {
         x = std::min(std::max(x, -87.0f), 88.0f);
-        const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+        // Round to nearest by the 1.5 * 2^23 trick: branch-free on every SIMD level.
+        const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
         const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
         float p = 1.9875691500e-4f;
         p = p * r + 1.3981999507e-3f;
@@ -50,7 +51,7 @@ inline T tanh(T x) {
         const float near =
             magnitude * (1.0f + m2 * (-1.0f / 3.0f + m2 * (2.0f / 15.0f + m2 * (-17.0f / 315.0f))));
         const float value = magnitude < 0.1f ? near : far;
-        return std::copysign(value, x);
+        return x < 0.0f ? -value : value;
     }
 }
 

@@ -5,8 +5,7 @@
 
 // The row kernels are compiled for AVX-512, AVX2+FMA and the baseline; the loader picks one.
 #if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define CELLGRAD_TARGET_CLONES                                                                     \
-    __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define CELLGRAD_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CELLGRAD_TARGET_CLONES
 #endif
@@ -20,51 +19,83 @@ std::size_t rows_per_task(std::size_t cols, std::size_t grain) {
     return std::max<std::size_t>(1, grain / std::max<std::size_t>(cols, 1));
 }
 
-/// One row of the LSTM forward; saved = [i|f|g|o|tanh c'] (5H).
+/// One row of the LSTM cell-state update c' = f*c + i*g; saved = [i|f|g] (3H).
 template <class T>
-CELLGRAD_TARGET_CLONES void lstm_forward_row(const T* __restrict a, const T* __restrict c,
-                                             T* __restrict out, T* __restrict saved,
-                                             std::size_t H) {
+CELLGRAD_TARGET_CLONES void lstm_cell_forward_row(const T* __restrict a, const T* __restrict c,
+                                                  T* __restrict c_new, T* __restrict saved,
+                                                  std::size_t H) {
+    const T* __restrict a_i = a;
+    const T* __restrict a_f = a + H;
+    const T* __restrict a_g = a + 2 * H;
+    T* __restrict s_i = saved;
+    T* __restrict s_f = saved + H;
+    T* __restrict s_g = saved + 2 * H;
     for (std::size_t j = 0; j < H; ++j) {
-        const T i = fast_math::sigmoid<T>(a[j]);
-        const T f = fast_math::sigmoid<T>(a[H + j]);
-        const T g = fast_math::tanh<T>(a[2 * H + j]);
-        const T o = fast_math::sigmoid<T>(a[3 * H + j]);
-        const T c_new = f * c[j] + i * g;
-        const T tanh_c = fast_math::tanh<T>(c_new);
-        out[j] = o * tanh_c;
-        out[H + j] = c_new;
-        saved[j] = i;
-        saved[H + j] = f;
-        saved[2 * H + j] = g;
-        saved[3 * H + j] = o;
-        saved[4 * H + j] = tanh_c;
+        const T i = fast_math::sigmoid<T>(a_i[j]);
+        const T f = fast_math::sigmoid<T>(a_f[j]);
+        const T g = fast_math::tanh<T>(a_g[j]);
+        c_new[j] = f * c[j] + i * g;
+        s_i[j] = i;
+        s_f[j] = f;
+        s_g[j] = g;
     }
 }
 
-/// One row of the LSTM backward: adds into da (4H) and, when dc != nullptr, into dc (H).
+/// One row of its backward: adds into da's i, f, g blocks and, when dc != nullptr, into dc.
 template <class T>
-CELLGRAD_TARGET_CLONES void lstm_backward_row(const T* __restrict dout, const T* __restrict saved,
-                                              const T* __restrict c, T* __restrict da,
-                                              T* __restrict dc, std::size_t H) {
+CELLGRAD_TARGET_CLONES void
+lstm_cell_backward_row(const T* __restrict dc_new, const T* __restrict saved, const T* __restrict c,
+                       T* __restrict da, T* __restrict dc, std::size_t H) {
+    const T* __restrict s_i = saved;
+    const T* __restrict s_f = saved + H;
+    const T* __restrict s_g = saved + 2 * H;
+    T* __restrict da_i = da;
+    T* __restrict da_f = da + H;
+    T* __restrict da_g = da + 2 * H;
     for (std::size_t j = 0; j < H; ++j) {
-        const T i = saved[j];
-        const T f = saved[H + j];
-        const T g = saved[2 * H + j];
-        const T o = saved[3 * H + j];
-        const T tanh_c = saved[4 * H + j];
-        const T dh = dout[j];
-        const T dc_total = dout[H + j] + dh * o * (T(1) - tanh_c * tanh_c);
-        da[j] += dc_total * g * i * (T(1) - i);
-        da[H + j] += dc_total * c[j] * f * (T(1) - f);
-        da[2 * H + j] += dc_total * i * (T(1) - g * g);
-        da[3 * H + j] += dh * tanh_c * o * (T(1) - o);
+        const T i = s_i[j];
+        const T f = s_f[j];
+        const T g = s_g[j];
+        da_i[j] += dc_new[j] * g * i * (T(1) - i);
+        da_f[j] += dc_new[j] * c[j] * f * (T(1) - f);
+        da_g[j] += dc_new[j] * i * (T(1) - g * g);
     }
     if (dc != nullptr) {
         for (std::size_t j = 0; j < H; ++j) {
-            const T o = saved[3 * H + j];
-            const T tanh_c = saved[4 * H + j];
-            dc[j] += (dout[H + j] + dout[j] * o * (T(1) - tanh_c * tanh_c)) * saved[H + j];
+            dc[j] += dc_new[j] * s_f[j];
+        }
+    }
+}
+
+/// One row of the LSTM output h' = o * tanh(c'); saved = [o|tanh c'] (2H).
+template <class T>
+CELLGRAD_TARGET_CLONES void lstm_hidden_forward_row(const T* __restrict a_o,
+                                                    const T* __restrict c_new, T* __restrict h_new,
+                                                    T* __restrict saved, std::size_t H) {
+    T* __restrict s_o = saved;
+    T* __restrict s_tanh_c = saved + H;
+    for (std::size_t j = 0; j < H; ++j) {
+        const T o = fast_math::sigmoid<T>(a_o[j]);
+        const T tanh_c = fast_math::tanh<T>(c_new[j]);
+        h_new[j] = o * tanh_c;
+        s_o[j] = o;
+        s_tanh_c[j] = tanh_c;
+    }
+}
+
+/// One row of its backward: adds into da's o block and, when dc_new != nullptr, into dc_new.
+template <class T>
+CELLGRAD_TARGET_CLONES void lstm_hidden_backward_row(const T* __restrict dh,
+                                                     const T* __restrict saved, T* __restrict da_o,
+                                                     T* __restrict dc_new, std::size_t H) {
+    const T* __restrict s_o = saved;
+    const T* __restrict s_tanh_c = saved + H;
+    for (std::size_t j = 0; j < H; ++j) {
+        da_o[j] += dh[j] * s_tanh_c[j] * s_o[j] * (T(1) - s_o[j]);
+    }
+    if (dc_new != nullptr) {
+        for (std::size_t j = 0; j < H; ++j) {
+            dc_new[j] += dh[j] * s_o[j] * (T(1) - s_tanh_c[j] * s_tanh_c[j]);
         }
     }
 }
@@ -74,14 +105,23 @@ template <class T>
 CELLGRAD_TARGET_CLONES void gru_forward_row(const T* __restrict x, const T* __restrict p,
                                             const T* __restrict h, T* __restrict out,
                                             T* __restrict saved, std::size_t H) {
+    const T* __restrict x_r = x;
+    const T* __restrict x_z = x + H;
+    const T* __restrict x_n = x + 2 * H;
+    const T* __restrict p_r = p;
+    const T* __restrict p_z = p + H;
+    const T* __restrict p_n = p + 2 * H;
+    T* __restrict s_r = saved;
+    T* __restrict s_z = saved + H;
+    T* __restrict s_n = saved + 2 * H;
     for (std::size_t j = 0; j < H; ++j) {
-        const T r = fast_math::sigmoid<T>(x[j] + p[j]);
-        const T z = fast_math::sigmoid<T>(x[H + j] + p[H + j]);
-        const T n = fast_math::tanh<T>(x[2 * H + j] + r * p[2 * H + j]);
+        const T r = fast_math::sigmoid<T>(x_r[j] + p_r[j]);
+        const T z = fast_math::sigmoid<T>(x_z[j] + p_z[j]);
+        const T n = fast_math::tanh<T>(x_n[j] + r * p_n[j]);
         out[j] = (T(1) - z) * n + z * h[j];
-        saved[j] = r;
-        saved[H + j] = z;
-        saved[2 * H + j] = n;
+        s_r[j] = r;
+        s_z[j] = z;
+        s_n[j] = n;
     }
 }
 
@@ -90,64 +130,119 @@ template <class T>
 CELLGRAD_TARGET_CLONES void gru_backward_row(const T* __restrict dout, const T* __restrict saved,
                                              const T* __restrict p, const T* __restrict h,
                                              T* __restrict pre, std::size_t H) {
+    const T* __restrict s_r = saved;
+    const T* __restrict s_z = saved + H;
+    const T* __restrict s_n = saved + 2 * H;
+    const T* __restrict p_n = p + 2 * H;
+    T* __restrict pre_r = pre;
+    T* __restrict pre_z = pre + H;
+    T* __restrict pre_n = pre + 2 * H;
     for (std::size_t j = 0; j < H; ++j) {
-        const T r = saved[j];
-        const T z = saved[H + j];
-        const T n = saved[2 * H + j];
+        const T r = s_r[j];
+        const T z = s_z[j];
+        const T n = s_n[j];
         const T dn = dout[j] * (T(1) - z) * (T(1) - n * n);
-        pre[j] = dn * p[2 * H + j] * r * (T(1) - r);
-        pre[H + j] = dout[j] * (h[j] - n) * z * (T(1) - z);
-        pre[2 * H + j] = dn;
+        pre_r[j] = dn * p_n[j] * r * (T(1) - r);
+        pre_z[j] = dout[j] * (h[j] - n) * z * (T(1) - z);
+        pre_n[j] = dn;
     }
 }
 
 } // namespace
 
+namespace {
+
+/// Checks (B, 4H) pre-activations against a (B, H) state for `op`; returns H.
 template <class T>
-Var<T> lstm_gates(const Var<T>& pre_activations, const Var<T>& c) {
-    Tape<T>& tape = pre_activations.tape();
+std::size_t lstm_hidden_size(const char* op, const Var<T>& pre_activations, const Var<T>& state) {
     const Shape sa = pre_activations.shape();
-    const Shape sc = c.shape();
-    if (&c.tape() != &tape) {
-        throw Error("lstm_gates: the two operands belong to different tapes");
+    const Shape sc = state.shape();
+    if (&state.tape() != &pre_activations.tape()) {
+        throw Error(fmt::format("{}: the two operands belong to different tapes", op));
     }
     if (sa.cols % 4 != 0 || sc.rows != sa.rows || sc.cols * 4 != sa.cols) {
-        throw Error(fmt::format("lstm_gates: pre-activations {} and cell state {} must be (B, 4H) "
-                                "and (B, H)",
-                                sa, sc));
+        throw Error(fmt::format("{}: pre-activations {} and cell state {} must be (B, 4H) and "
+                                "(B, H)",
+                                op, sa, sc));
     }
-    const std::size_t H = sc.cols;
-    const NodeId id = tape.record("lstm_gates", {pre_activations, c}, sa.rows, 2 * H);
-    const View<T> saved = tape.allocate(sa.rows, 5 * H);
+    return sc.cols;
+}
+
+} // namespace
+
+template <class T>
+Var<T> lstm_cell_state(const Var<T>& pre_activations, const Var<T>& c) {
+    Tape<T>& tape = pre_activations.tape();
+    const std::size_t H = lstm_hidden_size("lstm_cell_state", pre_activations, c);
+    const std::size_t B = c.rows();
+    const NodeId id = tape.record("lstm_cell_state", {pre_activations, c}, B, H);
+    const View<T> saved = tape.allocate(B, 3 * H);
     const View<T> out = tape.node(id).value;
     const View<const T> a = pre_activations.value();
     const View<const T> cv = c.value();
-    parallel_chunks(sa.rows, rows_per_task(5 * H, costly_grain),
-                    [&](std::size_t r0, std::size_t r1) {
-                        for (std::size_t r = r0; r < r1; ++r) {
-                            lstm_forward_row<T>(a.row(r), cv.row(r), out.row(r), saved.row(r), H);
-                        }
-                    });
+    parallel_chunks(B, rows_per_task(4 * H, costly_grain), [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) {
+            lstm_cell_forward_row<T>(a.row(r), cv.row(r), out.row(r), saved.row(r), H);
+        }
+    });
     tape.node(id).saved = saved;
     tape.set_backward(id, [](Tape<T>& tape, NodeId self) {
         const Node<T>& node = tape.node(self);
         const auto in = tape.inputs(self);
-        const bool a_needs = tape.node(in[0]).requires_grad;
         const bool c_needs = tape.node(in[1]).requires_grad;
-        const std::size_t H = node.value.cols / 2;
-        const View<const T> dout = node.grad;
+        const std::size_t H = node.value.cols;
+        const View<const T> dc_new = node.grad;
         const View<const T> saved = node.saved;
         const View<const T> c = tape.node(in[1]).value;
-        // A (B, 4H) scratch when the pre-activations need no gradient keeps the kernel branch-free.
-        const View<T> da = a_needs ? tape.grad_for_update(in[0]) : tape.allocate(dout.rows, 4 * H);
+        // A scratch buffer when the pre-activations need no gradient keeps the kernel branch-free.
+        const View<T> da = tape.node(in[0]).requires_grad ? tape.grad_for_update(in[0])
+                                                          : tape.allocate(dc_new.rows, 4 * H);
         const View<T> dc = c_needs ? tape.grad_for_update(in[1]) : View<T>{};
-        parallel_chunks(dout.rows, rows_per_task(7 * H, costly_grain),
-                        [&](std::size_t r0, std::size_t r1) {
-                            for (std::size_t r = r0; r < r1; ++r) {
-                                lstm_backward_row<T>(dout.row(r), saved.row(r), c.row(r), da.row(r),
-                                                     c_needs ? dc.row(r) : nullptr, H);
-                            }
-                        });
+        parallel_chunks(
+            dc_new.rows, rows_per_task(6 * H, costly_grain), [&](std::size_t r0, std::size_t r1) {
+                for (std::size_t r = r0; r < r1; ++r) {
+                    lstm_cell_backward_row<T>(dc_new.row(r), saved.row(r), c.row(r), da.row(r),
+                                              c_needs ? dc.row(r) : nullptr, H);
+                }
+            });
+    });
+    tape.check_forward(id);
+    return Var<T>(&tape, id);
+}
+
+template <class T>
+Var<T> lstm_hidden_state(const Var<T>& pre_activations, const Var<T>& c_new) {
+    Tape<T>& tape = pre_activations.tape();
+    const std::size_t H = lstm_hidden_size("lstm_hidden_state", pre_activations, c_new);
+    const std::size_t B = c_new.rows();
+    const NodeId id = tape.record("lstm_hidden_state", {pre_activations, c_new}, B, H);
+    const View<T> saved = tape.allocate(B, 2 * H);
+    const View<T> out = tape.node(id).value;
+    const View<const T> a = pre_activations.value();
+    const View<const T> cv = c_new.value();
+    parallel_chunks(B, rows_per_task(3 * H, costly_grain), [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) {
+            lstm_hidden_forward_row<T>(a.row(r) + 3 * H, cv.row(r), out.row(r), saved.row(r), H);
+        }
+    });
+    tape.node(id).saved = saved;
+    tape.set_backward(id, [](Tape<T>& tape, NodeId self) {
+        const Node<T>& node = tape.node(self);
+        const auto in = tape.inputs(self);
+        const bool c_needs = tape.node(in[1]).requires_grad;
+        const std::size_t H = node.value.cols;
+        const View<const T> dh = node.grad;
+        const View<const T> saved = node.saved;
+        const View<T> da = tape.node(in[0]).requires_grad ? tape.grad_for_update(in[0])
+                                                          : tape.allocate(dh.rows, 4 * H);
+        const View<T> dc = c_needs ? tape.grad_for_update(in[1]) : View<T>{};
+        parallel_chunks(
+            dh.rows, rows_per_task(4 * H, costly_grain), [&](std::size_t r0, std::size_t r1) {
+                for (std::size_t r = r0; r < r1; ++r) {
+                    lstm_hidden_backward_row<T>(dh.row(r), saved.row(r), da.row(r) + 3 * H,
+                                                c_needs ? dc.row(r) : nullptr, H);
+                }
+            });
     });
     tape.check_forward(id);
     return Var<T>(&tape, id);
@@ -229,8 +324,10 @@ Var<T> gru_gates(const Var<T>& projected_input, const Var<T>& projected_hidden, 
     return Var<T>(&tape, id);
 }
 
-template Var<float> lstm_gates(const Var<float>&, const Var<float>&);
-template Var<double> lstm_gates(const Var<double>&, const Var<double>&);
+template Var<float> lstm_cell_state(const Var<float>&, const Var<float>&);
+template Var<double> lstm_cell_state(const Var<double>&, const Var<double>&);
+template Var<float> lstm_hidden_state(const Var<float>&, const Var<float>&);
+template Var<double> lstm_hidden_state(const Var<double>&, const Var<double>&);
 template Var<float> gru_gates(const Var<float>&, const Var<float>&, const Var<float>&);
 template Var<double> gru_gates(const Var<double>&, const Var<double>&, const Var<double>&);
 

@@ -104,14 +104,19 @@ TEST_CASE("fused LSTM and GRU layers equal the composed cells, values and gradie
     }
 }
 
-TEST_CASE("lstm_gates and gru_gates pass float64 gradient checks") {
+TEST_CASE("lstm_cell_state, lstm_hidden_state and gru_gates pass float64 gradient checks") {
     std::mt19937_64 rng(3);
     Parameter<double> a("pre_activations", random_tensor(4, 12, rng));
     Parameter<double> c("c", random_tensor(4, 3, rng));
-    const Tensor<double> weights = random_tensor(4, 6, rng);
+    const Tensor<double> weights = random_tensor(4, 3, rng);
+    const Tensor<double> cell_weights = random_tensor(4, 3, rng);
     GradCheckReport lstm_report = grad_check(
         [&](Tape<double>& tape) {
-            return sum(mul(lstm_gates(tape.param(a), tape.param(c)), tape.constant(weights)));
+            const Var<double> gates = tape.param(a);
+            const Var<double> c_new = lstm_cell_state(gates, tape.param(c));
+            const Var<double> h_new = lstm_hidden_state(gates, c_new);
+            return add(sum(mul(h_new, tape.constant(weights))),
+                       sum(mul(c_new, tape.constant(cell_weights))));
         },
         {&a, &c});
     INFO(lstm_report.summary());
@@ -133,23 +138,25 @@ TEST_CASE("lstm_gates and gru_gates pass float64 gradient checks") {
     CHECK(gru_report.max_rel_error < 1e-6);
 }
 
-TEST_CASE("lstm_gates: known values from the equations") {
+TEST_CASE("lstm_cell_state and lstm_hidden_state: known values from the equations") {
     Tape<double> tape;
     // One row, H = 1: a = [a_i, a_f, a_g, a_o], c = 0.5.
     const Var<double> a = tape.constant(Tensor<double>(1, 4, {0.2, -0.3, 0.7, 1.1}));
     const Var<double> c = tape.constant(Tensor<double>(1, 1, {0.5}));
-    const Var<double> out = lstm_gates(a, c);
+    const Var<double> cell = lstm_cell_state(a, c);
+    const Var<double> hidden = lstm_hidden_state(a, cell);
     auto sig = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
     const double c_new = sig(-0.3) * 0.5 + sig(0.2) * std::tanh(0.7);
-    CHECK(out.value()(0, 1) == doctest::Approx(c_new).epsilon(1e-15));
-    CHECK(out.value()(0, 0) == doctest::Approx(sig(1.1) * std::tanh(c_new)).epsilon(1e-15));
+    CHECK(cell.value()(0, 0) == doctest::Approx(c_new).epsilon(1e-15));
+    CHECK(hidden.value()(0, 0) == doctest::Approx(sig(1.1) * std::tanh(c_new)).epsilon(1e-15));
 }
 
 TEST_CASE("fused gate ops reject bad shapes naming the op") {
     Tape<double> tape;
     const Var<double> a = tape.constant(Tensor<double>(2, 8));
     const Var<double> c = tape.constant(Tensor<double>(2, 3));
-    CHECK_THROWS_WITH_AS(lstm_gates(a, c), doctest::Contains("lstm_gates"), Error);
+    CHECK_THROWS_WITH_AS(lstm_cell_state(a, c), doctest::Contains("lstm_cell_state"), Error);
+    CHECK_THROWS_WITH_AS(lstm_hidden_state(a, c), doctest::Contains("lstm_hidden_state"), Error);
     CHECK_THROWS_WITH_AS(gru_gates(a, a, c), doctest::Contains("gru_gates"), Error);
 }
 
@@ -175,4 +182,35 @@ TEST_CASE("float fast exp, sigmoid and tanh stay within 1e-6 relative of the C l
     CHECK(fast_math::tanh<float>(1e-20f) == 1e-20f);
     CHECK(fast_math::sigmoid<float>(-200.0f) >= 0.0f);
     CHECK(fast_math::sigmoid<float>(200.0f) == 1.0f);
+}
+
+TEST_CASE("fused LSTM: per-step dL/dh_t and dL/dc_t equal the composed cell's") {
+    nn::RecurrentOptions options;
+    options.input_size = 2;
+    options.hidden_size = 3;
+    std::mt19937_64 rng_a(5);
+    std::mt19937_64 rng_b(5);
+    nn::LSTM<double> fused(options, rng_a);
+    options.fused_gates = false;
+    nn::LSTM<double> composed(options, rng_b);
+    std::mt19937_64 data_rng(2);
+    const Tensor<double> input = random_tensor(5 * 2, 2, data_rng);
+    const Tensor<double> weights = random_tensor(2, 3, data_rng);
+    Tape<double> tape_a;
+    Tape<double> tape_b;
+    const nn::RecurrentOutput<double> out_a = fused.forward(tape_a.constant(input), 2);
+    const nn::RecurrentOutput<double> out_b = composed.forward(tape_b.constant(input), 2);
+    tape_a.backward(sum(mul(out_a.steps.back(), tape_a.constant(weights))));
+    tape_b.backward(sum(mul(out_b.steps.back(), tape_b.constant(weights))));
+    for (std::size_t t = 0; t < 5; ++t) {
+        for (std::size_t k = 0; k < 2; ++k) {
+            CAPTURE(t);
+            CAPTURE(k);
+            const Tensor<double> ga = out_a.states[0][t][k].grad();
+            const Tensor<double> gb = out_b.states[0][t][k].grad();
+            CHECK(max_abs_difference<double>(ga.view(), gb.view()) < 1e-14);
+        }
+    }
+    // The last step's dL/dc_T is not zero: it flows through h_T = o * tanh(c_T).
+    CHECK(std::abs(out_a.states[0][4][1].grad()(0, 0)) > 1e-6);
 }

@@ -740,7 +740,7 @@ TEST_CASE("recurrent: per-time-step state gradients dL/dh_t and dL/dc_t") {
             }
         }
     }
-    SUBCASE("LSTM: dL/dc_t along the cell path (composed cells), f_t factor (both paths)") {
+    SUBCASE("LSTM: dL/dc_t along the cell path, f_t factor (composed and fused cells)") {
         RecurrentOptions options = small_options(1, false);
         options.fused_gates = false;
         std::mt19937_64 rng_fused = rng;
@@ -785,8 +785,8 @@ TEST_CASE("recurrent: per-time-step state gradients dL/dh_t and dL/dc_t") {
                 CHECK(dc_before(b, j) ==
                       doctest::Approx(f * dc_last(b, j) + dh_before(b, j) * ob * (1 - tb * tb))
                           .epsilon(1e-12));
-                // The fused node keeps the h_t -> c_t path inside: its c Var gets f * dL/dc_{t+1}.
-                CHECK(fused_dc_before(b, j) == doctest::Approx(f * dc_last(b, j)).epsilon(1e-12));
+                // The fused path has c_t as a node of its own, so it gets the same full gradient.
+                CHECK(fused_dc_before(b, j) == doctest::Approx(dc_before(b, j)).epsilon(1e-12));
             }
         }
 

@@ -10,12 +10,17 @@
 
 namespace cellgrad {
 
-/// LSTM gates: for pre-activations a = [a_i|a_f|a_g|a_o] (B, 4H) and c (B, H), returns [h'|c'] (B,
-/// 2H) with i,f,o = sigmoid, g = tanh, c' = f*c + i*g, h' = o*tanh(c'); backward: dc~ = dc' + dh' o
-/// (1 - tanh^2 c'), da_i = dc~ g i(1-i), da_f = dc~ c f(1-f), da_g = dc~ i (1-g^2), da_o = dh'
-/// tanh(c') o(1-o), dc = dc~ f.
+/// LSTM remember gate: for pre-activations a = [a_i|a_f|a_g|a_o] (B, 4H) and c (B, H),
+/// c' = sigmoid(a_f)*c + sigmoid(a_i)*tanh(a_g) (B, H);
+/// backward: da_i += dc' g i(1-i), da_f += dc' c f(1-f), da_g += dc' i (1-g^2), dc += dc' f.
 template <class T>
-Var<T> lstm_gates(const Var<T>& pre_activations, const Var<T>& c);
+Var<T> lstm_cell_state(const Var<T>& pre_activations, const Var<T>& c);
+
+/// LSTM use gate: h' = sigmoid(a_o) * tanh(c') (B, H) from the same pre-activations and c';
+/// backward: da_o += dh' tanh(c') o(1-o), dc' += dh' o (1 - tanh^2 c').
+/// Two nodes rather than one so that c' is a node of its own: its gradient is the full dL/dc_t.
+template <class T>
+Var<T> lstm_hidden_state(const Var<T>& pre_activations, const Var<T>& c_new);
 
 /// GRU gates: for projected input x = [x_r|x_z|x_n] (B, 3H), projected hidden p = [p_r|p_z|p_n]
 /// (B, 3H, with b_hh) and h (B, H), returns h' = (1-z)*n + z*h with r = sigmoid(x_r + p_r),

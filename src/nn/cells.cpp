@@ -153,10 +153,10 @@ std::vector<Var<T>> LSTMCell<T>::step(const Var<T>& projected_input,
     if (!fused_) {
         return step_composed(projected_input, state);
     }
-    const std::size_t H = weights_.hidden_size;
     const Var<T> gates = add(projected_input, weights_.project_hidden(state[0])); // (B, 4H)
-    const Var<T> h_and_c = lstm_gates(gates, state[1]);                          // (B, 2H)
-    return {slice_cols(h_and_c, 0, H), slice_cols(h_and_c, H, 2 * H)};
+    const Var<T> new_long_term_memory = lstm_cell_state(gates, state[1]);         // remember gate
+    const Var<T> new_short_term_memory = lstm_hidden_state(gates, new_long_term_memory); // use
+    return {new_short_term_memory, new_long_term_memory};
 }
 
 template <class T>

@@ -46,9 +46,7 @@ struct RecurrentOutput {
     std::vector<Var<T>> steps;     ///< the same per step, (B, directions*H)
     RecurrentState<T> final_state; ///< after the last valid step of each sequence
     /// Every state after every step: [layer * directions + direction][t][k]; read .grad() after
-    /// backward for dL/dh_t (k = 0) and dL/dc_t (k = 1, LSTM). With fused_gates the fused LSTM
-    /// node keeps the h_t -> c_t path inside, so [1].grad() is only the part from later steps,
-    /// f_{t+1} * dL/dc_{t+1}; build with fused_gates = false to read the total dL/dc_t.
+    /// backward for dL/dh_t (k = 0) and dL/dc_t (k = 1, LSTM), the same with or without fused gates.
     std::vector<std::vector<std::vector<Var<T>>>> states;
 };
 
