@@ -6,7 +6,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${CELLGRAD_BUILD_DIR:-"$root/build"}
-CELLGRAD_EXTRA_PACKAGES="bible-kjv ${CELLGRAD_EXTRA_PACKAGES:-}" "$root/scripts/setup.sh" "$build_dir"
+CELLGRAD_EXTRA_PACKAGES="bible-kjv ${CELLGRAD_EXTRA_PACKAGES:-}" CELLGRAD_TARGETS="char_rnn" \
+    "$root/scripts/setup.sh" "$build_dir"
 
 cache="$root/data-cache"
 corpus="$cache/kjv.txt"

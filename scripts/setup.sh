@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing (Debian 12), then configures and builds cellgrad.
 # Usage: scripts/setup.sh [build-dir] [extra cmake args...]
-# Environment: CELLGRAD_EXTRA_PACKAGES adds Debian packages to install.
+# Environment: CELLGRAD_EXTRA_PACKAGES adds Debian packages to install; CELLGRAD_TARGETS limits
+# the build to these targets (default: everything).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${1:-"$root/build"}
@@ -28,4 +29,8 @@ fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
-cmake --build "$build_dir" -j "$jobs"
+targets=()
+for target in ${CELLGRAD_TARGETS:-}; do
+    targets+=(--target "$target")
+done
+cmake --build "$build_dir" -j "$jobs" "${targets[@]}"
