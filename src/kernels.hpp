@@ -169,8 +169,11 @@ void add_into(View<T> target, View<const T> source) {
                    });
 }
 
-/// Multiply-adds per GEMM task below which splitting the output does not pay.
-inline constexpr std::size_t gemm_task_work = std::size_t(1) << 20;
+/// Multiply-adds per GEMM block below which splitting the output does not pay.
+inline constexpr std::size_t gemm_block_work = std::size_t(1) << 22;
+/// Most blocks a GEMM is cut into: enough for two cores to share, few enough that each BLAS call
+/// stays large (every block packs its own copy of the shared operand).
+inline constexpr std::size_t gemm_max_blocks = 4;
 
 /// c = alpha * op(a) op(b) + beta * c. The output is cut into blocks of rows (or of columns when
 /// it is wider than tall) whose size depends only on the shape; each block is one single-threaded
@@ -207,9 +210,10 @@ void gemm(View<const T> a, bool transpose_a, View<const T> b, bool transpose_b, 
     };
     const bool split_rows = m >= n;
     const std::size_t extent = split_rows ? m : n;
-    const std::size_t work_per_line = std::max<std::size_t>(1, (split_rows ? n : m) * k);
-    // Lines per task, a multiple of 16 so that blocks keep the kernels' register tiles whole.
-    const std::size_t lines = (gemm_task_work / work_per_line + 16) / 16 * 16;
+    const std::size_t work = m * n * std::max<std::size_t>(k, 1);
+    const std::size_t blocks = std::clamp<std::size_t>(work / gemm_block_work, 1, gemm_max_blocks);
+    // Lines per block, a multiple of 16 so that blocks keep the kernels' register tiles whole.
+    const std::size_t lines = ((extent + blocks - 1) / blocks + 15) / 16 * 16;
     parallel_chunks(extent, lines, [&](std::size_t begin, std::size_t end) {
         if (split_rows) {
             block(begin, end, 0, n); // (end - begin, n)
