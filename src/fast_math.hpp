@@ -9,13 +9,14 @@
 
 namespace cellgrad::fast_math {
 
-/// e^x for float, clamped to the normal range; exact library call for double.
+/// e^x for float (flushed to 2^-126 below -87, +inf above 88.72); library call for double.
 template <class T>
 inline T exp(T x) {
     if constexpr (std::is_same_v<T, double>) {
         return std::exp(x);
     } else {
-        x = std::min(std::max(x, -87.0f), 88.0f);
+        // Below -87 the result would be subnormal; above 88.72 the exponent bits become +inf.
+        x = std::min(std::max(x, -87.0f), 89.0f);
         // Round to nearest by the 1.5 * 2^23 trick: branch-free on every SIMD level.
         const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
         const float r = x - n * 0.693359375f + n * 2.12194440e-4f;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "fast_math.hpp"
 #include "kernels.hpp"
 
 namespace cellgrad {
@@ -128,65 +129,76 @@ void check_axis(const char* op, int axis, Shape shape) {
 
 template <class T>
 Var<T> add(const Var<T>& a, const Var<T>& b) {
-    return binary_op<T>("add", a, b, [](T x, T y) { return x + y; }, [](Tape<T>& tape, NodeId self) {
-        const BinaryGrad<T> g = binary_grad(tape, self);
-        if (g.a_needs) {
-            accumulate_reduced(tape.grad_for_update(g.a_id), g.out, cheap_grain,
-                               [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
-        }
-        if (g.b_needs) {
-            accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
-                               [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
-        }
-    });
+    return binary_op<T>(
+        "add", a, b, [](T x, T y) { return x + y; },
+        [](Tape<T>& tape, NodeId self) {
+            const BinaryGrad<T> g = binary_grad(tape, self);
+            if (g.a_needs) {
+                accumulate_reduced(tape.grad_for_update(g.a_id), g.out, cheap_grain,
+                                   [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
+            }
+            if (g.b_needs) {
+                accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
+                                   [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
+            }
+        });
 }
 
 template <class T>
 Var<T> sub(const Var<T>& a, const Var<T>& b) {
-    return binary_op<T>("sub", a, b, [](T x, T y) { return x - y; }, [](Tape<T>& tape, NodeId self) {
-        const BinaryGrad<T> g = binary_grad(tape, self);
-        if (g.a_needs) {
-            accumulate_reduced(tape.grad_for_update(g.a_id), g.out, cheap_grain,
-                               [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
-        }
-        if (g.b_needs) {
-            accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
-                               [&](std::size_t r, std::size_t c) { return -g.dy(r, c); });
-        }
-    });
+    return binary_op<T>(
+        "sub", a, b, [](T x, T y) { return x - y; },
+        [](Tape<T>& tape, NodeId self) {
+            const BinaryGrad<T> g = binary_grad(tape, self);
+            if (g.a_needs) {
+                accumulate_reduced(tape.grad_for_update(g.a_id), g.out, cheap_grain,
+                                   [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
+            }
+            if (g.b_needs) {
+                accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
+                                   [&](std::size_t r, std::size_t c) { return -g.dy(r, c); });
+            }
+        });
 }
 
 template <class T>
 Var<T> mul(const Var<T>& a, const Var<T>& b) {
-    return binary_op<T>("mul", a, b, [](T x, T y) { return x * y; }, [](Tape<T>& tape, NodeId self) {
-        const BinaryGrad<T> g = binary_grad(tape, self);
-        if (g.a_needs) {
-            accumulate_reduced(tape.grad_for_update(g.a_id), g.out, cheap_grain,
-                               [&](std::size_t r, std::size_t c) { return g.dy(r, c) * g.b(r, c); });
-        }
-        if (g.b_needs) {
-            accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
-                               [&](std::size_t r, std::size_t c) { return g.dy(r, c) * g.a(r, c); });
-        }
-    });
+    return binary_op<T>(
+        "mul", a, b, [](T x, T y) { return x * y; },
+        [](Tape<T>& tape, NodeId self) {
+            const BinaryGrad<T> g = binary_grad(tape, self);
+            if (g.a_needs) {
+                accumulate_reduced(
+                    tape.grad_for_update(g.a_id), g.out, cheap_grain,
+                    [&](std::size_t r, std::size_t c) { return g.dy(r, c) * g.b(r, c); });
+            }
+            if (g.b_needs) {
+                accumulate_reduced(
+                    tape.grad_for_update(g.b_id), g.out, cheap_grain,
+                    [&](std::size_t r, std::size_t c) { return g.dy(r, c) * g.a(r, c); });
+            }
+        });
 }
 
 template <class T>
 Var<T> div(const Var<T>& a, const Var<T>& b) {
-    return binary_op<T>("div", a, b, [](T x, T y) { return x / y; }, [](Tape<T>& tape, NodeId self) {
-        const BinaryGrad<T> g = binary_grad(tape, self);
-        if (g.a_needs) {
-            accumulate_reduced(tape.grad_for_update(g.a_id), g.out, cheap_grain,
-                               [&](std::size_t r, std::size_t c) { return g.dy(r, c) / g.b(r, c); });
-        }
-        if (g.b_needs) {
-            accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
-                               [&](std::size_t r, std::size_t c) {
-                                   const T denominator = g.b(r, c);
-                                   return -g.dy(r, c) * g.a(r, c) / (denominator * denominator);
-                               });
-        }
-    });
+    return binary_op<T>(
+        "div", a, b, [](T x, T y) { return x / y; },
+        [](Tape<T>& tape, NodeId self) {
+            const BinaryGrad<T> g = binary_grad(tape, self);
+            if (g.a_needs) {
+                accumulate_reduced(
+                    tape.grad_for_update(g.a_id), g.out, cheap_grain,
+                    [&](std::size_t r, std::size_t c) { return g.dy(r, c) / g.b(r, c); });
+            }
+            if (g.b_needs) {
+                accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
+                                   [&](std::size_t r, std::size_t c) {
+                                       const T denominator = g.b(r, c);
+                                       return -g.dy(r, c) * g.a(r, c) / (denominator * denominator);
+                                   });
+            }
+        });
 }
 
 // ---- elementwise unary -----------------------------------------------------------------------
@@ -195,12 +207,12 @@ template <class T>
 Var<T> affine(const Var<T>& x, double scale, double offset) {
     const T s = static_cast<T>(scale);
     const T o = static_cast<T>(offset);
-    Var<T> y = unary_op<T>("affine", x, cheap_grain, [s, o](T v) { return s * v + o; },
-                           [](Tape<T>& tape, NodeId self) {
-                               const T s = static_cast<T>(tape.node(self).scalars[0]);
-                               unary_backward<T>(tape, self, cheap_grain,
-                                                 [s](T dy, T, T) { return s * dy; });
-                           });
+    Var<T> y = unary_op<T>(
+        "affine", x, cheap_grain, [s, o](T v) { return s * v + o; },
+        [](Tape<T>& tape, NodeId self) {
+            const T s = static_cast<T>(tape.node(self).scalars[0]);
+            unary_backward<T>(tape, self, cheap_grain, [s](T dy, T, T) { return s * dy; });
+        });
     y.tape().node(y.id()).scalars[0] = scale;
     y.tape().node(y.id()).scalars[1] = offset;
     return y;
@@ -208,47 +220,50 @@ Var<T> affine(const Var<T>& x, double scale, double offset) {
 
 template <class T>
 Var<T> sigmoid(const Var<T>& x) {
-    return unary_op<T>("sigmoid", x, costly_grain, [](T v) { return T(1) / (T(1) + std::exp(-v)); },
-                       [](Tape<T>& tape, NodeId self) {
-                           unary_backward<T>(tape, self, cheap_grain,
-                                             [](T dy, T, T y) { return dy * y * (T(1) - y); });
-                       });
+    return unary_op<T>(
+        "sigmoid", x, costly_grain, [](T v) { return fast_math::sigmoid<T>(v); },
+        [](Tape<T>& tape, NodeId self) {
+            unary_backward<T>(tape, self, cheap_grain,
+                              [](T dy, T, T y) { return dy * y * (T(1) - y); });
+        });
 }
 
 template <class T>
 Var<T> tanh(const Var<T>& x) {
-    return unary_op<T>("tanh", x, costly_grain, [](T v) { return std::tanh(v); },
-                       [](Tape<T>& tape, NodeId self) {
-                           unary_backward<T>(tape, self, cheap_grain,
-                                             [](T dy, T, T y) { return dy * (T(1) - y * y); });
-                       });
+    return unary_op<T>(
+        "tanh", x, costly_grain, [](T v) { return fast_math::tanh<T>(v); },
+        [](Tape<T>& tape, NodeId self) {
+            unary_backward<T>(tape, self, cheap_grain,
+                              [](T dy, T, T y) { return dy * (T(1) - y * y); });
+        });
 }
 
 template <class T>
 Var<T> relu(const Var<T>& x) {
-    return unary_op<T>("relu", x, cheap_grain, [](T v) { return v > T(0) ? v : T(0); },
-                       [](Tape<T>& tape, NodeId self) {
-                           unary_backward<T>(tape, self, cheap_grain,
-                                             [](T dy, T x, T) { return x > T(0) ? dy : T(0); });
-                       });
+    return unary_op<T>(
+        "relu", x, cheap_grain, [](T v) { return v > T(0) ? v : T(0); },
+        [](Tape<T>& tape, NodeId self) {
+            unary_backward<T>(tape, self, cheap_grain,
+                              [](T dy, T x, T) { return x > T(0) ? dy : T(0); });
+        });
 }
 
 template <class T>
 Var<T> exp(const Var<T>& x) {
-    return unary_op<T>("exp", x, costly_grain, [](T v) { return std::exp(v); },
-                       [](Tape<T>& tape, NodeId self) {
-                           unary_backward<T>(tape, self, cheap_grain,
-                                             [](T dy, T, T y) { return dy * y; });
-                       });
+    return unary_op<T>(
+        "exp", x, costly_grain, [](T v) { return fast_math::exp<T>(v); },
+        [](Tape<T>& tape, NodeId self) {
+            unary_backward<T>(tape, self, cheap_grain, [](T dy, T, T y) { return dy * y; });
+        });
 }
 
 template <class T>
 Var<T> log(const Var<T>& x) {
-    return unary_op<T>("log", x, costly_grain, [](T v) { return std::log(v); },
-                       [](Tape<T>& tape, NodeId self) {
-                           unary_backward<T>(tape, self, cheap_grain,
-                                             [](T dy, T x, T) { return dy / x; });
-                       });
+    return unary_op<T>(
+        "log", x, costly_grain, [](T v) { return std::log(v); },
+        [](Tape<T>& tape, NodeId self) {
+            unary_backward<T>(tape, self, cheap_grain, [](T dy, T x, T) { return dy / x; });
+        });
 }
 
 // ---- reductions ------------------------------------------------------------------------------
@@ -261,7 +276,9 @@ Var<T> reduce(const char* op, const Var<T>& x, int axis, bool average) {
     Tape<T>& tape = x.tape();
     const Shape in = x.shape();
     const Shape out = axis < 0 ? Shape{1, 1} : axis == 0 ? Shape{1, in.cols} : Shape{in.rows, 1};
-    const double count = axis < 0 ? double(in.size()) : axis == 0 ? double(in.rows) : double(in.cols);
+    const double count = axis < 0    ? double(in.size())
+                         : axis == 0 ? double(in.rows)
+                                     : double(in.cols);
     const T divisor = average ? static_cast<T>(std::max(count, 1.0)) : T(1);
     const NodeId id = tape.record(op, {x}, out.rows, out.cols);
     const View<T> y = tape.node(id).value;
@@ -409,8 +426,8 @@ Var<T> slice_cols(const Var<T>& x, std::size_t begin, std::size_t end) {
     Tape<T>& tape = x.tape();
     const Shape s = x.shape();
     if (begin > end || end > s.cols) {
-        throw Error(fmt::format("slice_cols: range [{}, {}) is outside the {} columns of {}",
-                                begin, end, s.cols, s));
+        throw Error(fmt::format("slice_cols: range [{}, {}) is outside the {} columns of {}", begin,
+                                end, s.cols, s));
     }
     View<T> view = tape.node(x.id()).value;
     view.data += begin;
@@ -594,7 +611,8 @@ Var<T> cross_entropy(const Var<T>& logits, std::span<const std::int32_t> targets
     }
     const View<T> row_losses = tape.allocate(s.rows, 1);
     const View<const T> z = logits.value();
-    parallel_chunks(s.rows, std::max<std::size_t>(1, costly_grain / std::max<std::size_t>(s.cols, 1)),
+    parallel_chunks(s.rows,
+                    std::max<std::size_t>(1, costly_grain / std::max<std::size_t>(s.cols, 1)),
                     [&](std::size_t r0, std::size_t r1) {
                         for (std::size_t r = r0; r < r1; ++r) {
                             const T* zr = z.row(r);
@@ -630,7 +648,8 @@ Var<T> cross_entropy(const Var<T>& logits, std::span<const std::int32_t> targets
         const T dy = y.grad(0, 0);
         const View<T> dz = tape.grad_for_update(tape.inputs(self)[0]);
         const View<const T> p = y.saved;
-        parallel_chunks(dz.rows, std::max<std::size_t>(1, cheap_grain / std::max<std::size_t>(dz.cols, 1)),
+        parallel_chunks(dz.rows,
+                        std::max<std::size_t>(1, cheap_grain / std::max<std::size_t>(dz.cols, 1)),
                         [&](std::size_t r0, std::size_t r1) {
                             for (std::size_t r = r0; r < r1; ++r) {
                                 const T scale = dy * y.saved_extra(r, 0);

@@ -214,3 +214,11 @@ TEST_CASE("fused LSTM: per-step dL/dh_t and dL/dc_t equal the composed cell's") 
     // The last step's dL/dc_T is not zero: it flows through h_T = o * tanh(c_T).
     CHECK(std::abs(out_a.states[0][4][1].grad()(0, 0)) > 1e-6);
 }
+
+TEST_CASE("float fast exp overflows to +inf like the C library, and NaN stays NaN") {
+    CHECK(std::isinf(fast_math::exp<float>(89.0f)));
+    CHECK(std::isinf(fast_math::exp<float>(1000.0f)));
+    CHECK(std::isnan(fast_math::exp<float>(std::nanf(""))));
+    CHECK(std::isnan(fast_math::tanh<float>(std::nanf(""))));
+    CHECK(fast_math::exp<float>(88.0f) == doctest::Approx(std::exp(88.0)).epsilon(1e-6));
+}
