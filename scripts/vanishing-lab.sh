@@ -32,6 +32,9 @@ TEST_SIZE="${TEST_SIZE:-500}"
 EVAL_EVERY="${EVAL_EVERY:-100}"
 MAX_SECONDS_T100="${MAX_SECONDS_T100:-600}"
 MAX_SECONDS_T200="${MAX_SECONDS_T200:-360}"
+# Longer LSTM and GRU runs at T = 100 (stop at the target), side by side; 0 skips them.
+LONG_SECONDS="${LONG_SECONDS:-1200}"
+LONG_STEPS="${LONG_STEPS:-8000}"
 SEED="${SEED:-0}"
 
 start=$(date +%s)
@@ -45,7 +48,7 @@ flow="$BUILD/examples/vanishing_gradients/vanishing_gradients"
 run_adding() {
     local cell="$1" T="$2" steps="$3" seconds="$4"
     shift 4
-    local name="adding_${cell}_T${T}"
+    local name="adding_${cell}_T${T}${NAME_SUFFIX:-}"
     "$adding" --cell "$cell" --T "$T" --hidden "$HIDDEN" --batch "$BATCH" --steps "$steps" \
         --lr 1e-3 --alpha 0.9 --clip 1 --seed "$SEED" --threads "$THREADS" \
         --test-size "$TEST_SIZE" --eval-every "$EVAL_EVERY" --max-seconds "$seconds" \
@@ -83,19 +86,29 @@ echo "== adding problem T = 200 (tanh RNN, same steps)"
 rnn_steps=$(max_steps "$OUT/adding_lstm_T200.json" "$OUT/adding_gru_T200.json")
 run_adding rnn 200 "$rnn_steps" "$MAX_SECONDS_T200"
 
+if [ "$LONG_SECONDS" != 0 ]; then
+    echo "== longer runs at T = 100 (LSTM, GRU; at most $LONG_SECONDS s each)"
+    NAME_SUFFIX=_long run_adding lstm 100 "$LONG_STEPS" "$LONG_SECONDS" --forget-bias "$LSTM_FORGET_BIAS" --stop-at-target &
+    lstm_pid=$!
+    NAME_SUFFIX=_long run_adding gru 100 "$LONG_STEPS" "$LONG_SECONDS" --stop-at-target &
+    gru_pid=$!
+    wait "$lstm_pid" "$gru_pid"
+fi
+
 echo "== tables, learning-curve plot, machine"
 python3 - "$OUT" <<'EOF'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 rows = ["| model | T | steps run | stopped by | final test MSE | best test MSE | steps to test MSE < 0.01 | seconds to < 0.01 | wall s | threads |",
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-for T in (100, 200):
+for T, suffix in ((100, ""), (100, "_long"), (200, "")):
     for cell in ("rnn", "lstm", "gru"):
-        f = out / f"adding_{cell}_T{T}.json"
-        if not f.exists():
+        f = out / f"adding_{cell}_T{T}{suffix}.json"
+        if not f.exists() or not f.read_text().strip():
             continue
         s = json.loads(f.read_text().strip().splitlines()[-1])
         name = {"rnn": "tanh RNN", "gru": "GRU"}.get(cell, f"LSTM (forget bias {s['forget_bias']:g})")
+        name += " (longer run)" if suffix else ""
         hit = s["steps_to_target"] is not None
         to_steps = str(int(s["steps_to_target"])) if hit else "not reached"
         to_seconds = f"{s['seconds_to_target']:.0f}" if hit else "-"
@@ -116,14 +129,21 @@ set xlabel 'training step (batch 50)'
 set ylabel 'test MSE'
 set key top right
 set multiplot layout 1,2 title 'Adding problem, hidden 128, RMSprop lr 1e-3, clip 1'
-do for [T in "100 200"] {
-    set title 'T = '.T
-    plot 0.1667 with lines dt 2 lc rgb 'gray' title 'baseline 1/6', \
-         0.01 with lines dt 3 lc rgb 'black' title 'solved (0.01)', \
-         'adding_rnn_T'.T.'.csv' using 6:8 with lines lw 2 lc rgb '#d62728' title 'tanh RNN', \
-         'adding_lstm_T'.T.'.csv' using 6:8 with lines lw 2 lc rgb '#2ca02c' title 'LSTM', \
-         'adding_gru_T'.T.'.csv' using 6:8 with lines lw 2 lc rgb '#9467bd' title 'GRU'
-}
+# T = 100: the longer LSTM/GRU runs when present (same seed and flags, so they extend the short ones).
+lstm100 = system('test -s adding_lstm_T100_long.csv && echo adding_lstm_T100_long.csv || echo adding_lstm_T100.csv')
+gru100 = system('test -s adding_gru_T100_long.csv && echo adding_gru_T100_long.csv || echo adding_gru_T100.csv')
+set title 'T = 100'
+plot 0.1667 with lines dt 2 lc rgb 'gray' title 'baseline 1/6', \
+     0.01 with lines dt 3 lc rgb 'black' title 'solved (0.01)', \
+     'adding_rnn_T100.csv' using 6:8 with lines lw 2 lc rgb '#d62728' title 'tanh RNN', \
+     lstm100 using 6:8 with lines lw 2 lc rgb '#2ca02c' title 'LSTM (forget bias 1)', \
+     gru100 using 6:8 with lines lw 2 lc rgb '#9467bd' title 'GRU'
+set title 'T = 200'
+plot 0.1667 with lines dt 2 lc rgb 'gray' title 'baseline 1/6', \
+     0.01 with lines dt 3 lc rgb 'black' title 'solved (0.01)', \
+     'adding_rnn_T200.csv' using 6:8 with lines lw 2 lc rgb '#d62728' title 'tanh RNN', \
+     'adding_lstm_T200.csv' using 6:8 with lines lw 2 lc rgb '#2ca02c' title 'LSTM (forget bias 1)', \
+     'adding_gru_T200.csv' using 6:8 with lines lw 2 lc rgb '#9467bd' title 'GRU'
 unset multiplot
 EOF
 (cd "$OUT" && gnuplot adding_curves.gp) || echo "gnuplot failed (apt-get install gnuplot-nox)"
