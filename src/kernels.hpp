@@ -99,20 +99,34 @@ void binary_map(View<const T> a, View<const T> b, View<T> out, std::size_t grain
     });
 }
 
-/// target += contribution(r, c) summed over the dimensions of `out` that target broadcasts over.
+/// target += contribution(r, c) summed over the dimensions of `out` that target broadcasts over
+/// (with `overwrite`, target is uninitialised and receives = instead of +=).
 /// Column sums run per column chunk and row sums per row, in fixed order: deterministic.
 template <class T, class Contribution>
 void accumulate_reduced(View<T> target, Shape out, std::size_t grain,
-                        const Contribution& contribution) {
+                        const Contribution& contribution, bool overwrite = false) {
     if (target.rows == out.rows && target.cols == out.cols) {
         for_each_piece(out.rows, out.cols, grain,
                        [&](std::size_t r, std::size_t c0, std::size_t c1) {
                            T* t = target.row(r);
-                           for (std::size_t c = c0; c < c1; ++c) {
-                               t[c] += contribution(r, c);
+                           if (overwrite) {
+                               for (std::size_t c = c0; c < c1; ++c) {
+                                   t[c] = contribution(r, c);
+                               }
+                           } else {
+                               for (std::size_t c = c0; c < c1; ++c) {
+                                   t[c] += contribution(r, c);
+                               }
                            }
                        });
-    } else if (target.rows == 1 && target.cols == out.cols) {
+        return;
+    }
+    if (overwrite) {
+        for (std::size_t r = 0; r < target.rows; ++r) {
+            std::fill(target.row(r), target.row(r) + target.cols, T(0));
+        }
+    }
+    if (target.rows == 1 && target.cols == out.cols) {
         // Sum over rows, a chunk of columns per task.
         const std::size_t columns_per_chunk =
             std::max<std::size_t>(64, grain / std::max<std::size_t>(out.rows, 1));
@@ -156,13 +170,17 @@ void accumulate_reduced(View<T> target, Shape out, std::size_t grain,
     }
 }
 
-/// target += source (same shape).
+/// target += source (same shape); with `overwrite`, target = source.
 template <class T>
-void add_into(View<T> target, View<const T> source) {
+void add_into(View<T> target, View<const T> source, bool overwrite = false) {
     for_each_piece(target.rows, target.cols, cheap_grain,
                    [&](std::size_t r, std::size_t c0, std::size_t c1) {
                        T* t = target.row(r);
                        const T* s = source.row(r);
+                       if (overwrite) {
+                           std::copy(s + c0, s + c1, t + c0);
+                           return;
+                       }
                        for (std::size_t c = c0; c < c1; ++c) {
                            t[c] += s[c];
                        }

@@ -84,6 +84,15 @@ BinaryGrad<T> binary_grad(Tape<T>& tape, NodeId self) {
             b.requires_grad};
 }
 
+/// Adds contribution(r, c) over `out` into the gradient of `id` (summing broadcast dimensions),
+/// writing instead of adding when this is the gradient's first contribution.
+template <class T, class Contribution>
+void accumulate_into(Tape<T>& tape, NodeId id, Shape out, const Contribution& contribution) {
+    bool fresh = false;
+    const View<T> target = tape.grad_for_overwrite(id, fresh);
+    accumulate_reduced(target, out, cheap_grain, contribution, fresh);
+}
+
 /// Records a unary elementwise op y = f(x) with the given grain.
 template <class T, class F>
 Var<T> unary_op(const char* op, const Var<T>& x, std::size_t grain, const F& f,
@@ -94,7 +103,7 @@ Var<T> unary_op(const char* op, const Var<T>& x, std::size_t grain, const F& f,
     return finish(tape, id, backward);
 }
 
-/// dx += g(dy, x, y) elementwise for a unary op.
+/// dx += g(dy, x, y) elementwise for a unary op (dx = ... on its first contribution).
 template <class T, class G>
 void unary_backward(Tape<T>& tape, NodeId self, std::size_t grain, const G& g) {
     const Node<T>& y = tape.node(self);
@@ -102,15 +111,22 @@ void unary_backward(Tape<T>& tape, NodeId self, std::size_t grain, const G& g) {
     const View<const T> x = tape.node(x_id).value;
     const View<const T> dy = y.grad;
     const View<const T> out = y.value;
-    const View<T> dx = tape.grad_for_update(x_id);
+    bool fresh = false;
+    const View<T> dx = tape.grad_for_overwrite(x_id, fresh);
     kernels::for_each_piece(dx.rows, dx.cols, grain,
                             [&](std::size_t r, std::size_t c0, std::size_t c1) {
                                 const T* pdy = dy.row(r);
                                 const T* px = x.row(r);
                                 const T* py = out.row(r);
                                 T* pdx = dx.row(r);
-                                for (std::size_t c = c0; c < c1; ++c) {
-                                    pdx[c] += g(pdy[c], px[c], py[c]);
+                                if (fresh) {
+                                    for (std::size_t c = c0; c < c1; ++c) {
+                                        pdx[c] = g(pdy[c], px[c], py[c]);
+                                    }
+                                } else {
+                                    for (std::size_t c = c0; c < c1; ++c) {
+                                        pdx[c] += g(pdy[c], px[c], py[c]);
+                                    }
                                 }
                             });
 }
@@ -134,12 +150,12 @@ Var<T> add(const Var<T>& a, const Var<T>& b) {
         [](Tape<T>& tape, NodeId self) {
             const BinaryGrad<T> g = binary_grad(tape, self);
             if (g.a_needs) {
-                accumulate_reduced(tape.grad_for_update(g.a_id), g.out, cheap_grain,
-                                   [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
+                accumulate_into(tape, g.a_id, g.out,
+                                [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
             }
             if (g.b_needs) {
-                accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
-                                   [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
+                accumulate_into(tape, g.b_id, g.out,
+                                [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
             }
         });
 }
@@ -151,12 +167,12 @@ Var<T> sub(const Var<T>& a, const Var<T>& b) {
         [](Tape<T>& tape, NodeId self) {
             const BinaryGrad<T> g = binary_grad(tape, self);
             if (g.a_needs) {
-                accumulate_reduced(tape.grad_for_update(g.a_id), g.out, cheap_grain,
-                                   [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
+                accumulate_into(tape, g.a_id, g.out,
+                                [&](std::size_t r, std::size_t c) { return g.dy(r, c); });
             }
             if (g.b_needs) {
-                accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
-                                   [&](std::size_t r, std::size_t c) { return -g.dy(r, c); });
+                accumulate_into(tape, g.b_id, g.out,
+                                [&](std::size_t r, std::size_t c) { return -g.dy(r, c); });
             }
         });
 }
@@ -168,14 +184,14 @@ Var<T> mul(const Var<T>& a, const Var<T>& b) {
         [](Tape<T>& tape, NodeId self) {
             const BinaryGrad<T> g = binary_grad(tape, self);
             if (g.a_needs) {
-                accumulate_reduced(
-                    tape.grad_for_update(g.a_id), g.out, cheap_grain,
-                    [&](std::size_t r, std::size_t c) { return g.dy(r, c) * g.b(r, c); });
+                accumulate_into(tape, g.a_id, g.out, [&](std::size_t r, std::size_t c) {
+                    return g.dy(r, c) * g.b(r, c);
+                });
             }
             if (g.b_needs) {
-                accumulate_reduced(
-                    tape.grad_for_update(g.b_id), g.out, cheap_grain,
-                    [&](std::size_t r, std::size_t c) { return g.dy(r, c) * g.a(r, c); });
+                accumulate_into(tape, g.b_id, g.out, [&](std::size_t r, std::size_t c) {
+                    return g.dy(r, c) * g.a(r, c);
+                });
             }
         });
 }
@@ -187,16 +203,15 @@ Var<T> div(const Var<T>& a, const Var<T>& b) {
         [](Tape<T>& tape, NodeId self) {
             const BinaryGrad<T> g = binary_grad(tape, self);
             if (g.a_needs) {
-                accumulate_reduced(
-                    tape.grad_for_update(g.a_id), g.out, cheap_grain,
-                    [&](std::size_t r, std::size_t c) { return g.dy(r, c) / g.b(r, c); });
+                accumulate_into(tape, g.a_id, g.out, [&](std::size_t r, std::size_t c) {
+                    return g.dy(r, c) / g.b(r, c);
+                });
             }
             if (g.b_needs) {
-                accumulate_reduced(tape.grad_for_update(g.b_id), g.out, cheap_grain,
-                                   [&](std::size_t r, std::size_t c) {
-                                       const T denominator = g.b(r, c);
-                                       return -g.dy(r, c) * g.a(r, c) / (denominator * denominator);
-                                   });
+                accumulate_into(tape, g.b_id, g.out, [&](std::size_t r, std::size_t c) {
+                    const T denominator = g.b(r, c);
+                    return -g.dy(r, c) * g.a(r, c) / (denominator * denominator);
+                });
             }
         });
 }
@@ -351,20 +366,23 @@ Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a, bool transpose
         const View<const T> a = tape.node(in[0]).value;
         const View<const T> b = tape.node(in[1]).value;
         const View<const T> dy = y.grad;
+        bool fresh = false;
         if (tape.node(in[0]).requires_grad) {
-            const View<T> da = tape.grad_for_update(in[0]);
+            const View<T> da = tape.grad_for_overwrite(in[0], fresh);
+            const T beta = fresh ? T(0) : T(1);
             if (!ta) {
-                kernels::gemm<T>(dy, false, b, !tb, da, T(1), T(1)); // dA = dY op(B)^T
+                kernels::gemm<T>(dy, false, b, !tb, da, T(1), beta); // dA = dY op(B)^T
             } else {
-                kernels::gemm<T>(b, tb, dy, true, da, T(1), T(1)); // dA = op(B) dY^T
+                kernels::gemm<T>(b, tb, dy, true, da, T(1), beta); // dA = op(B) dY^T
             }
         }
         if (tape.node(in[1]).requires_grad) {
-            const View<T> db = tape.grad_for_update(in[1]);
+            const View<T> db = tape.grad_for_overwrite(in[1], fresh);
+            const T beta = fresh ? T(0) : T(1);
             if (!tb) {
-                kernels::gemm<T>(a, !ta, dy, false, db, T(1), T(1)); // dB = op(A)^T dY
+                kernels::gemm<T>(a, !ta, dy, false, db, T(1), beta); // dB = op(A)^T dY
             } else {
-                kernels::gemm<T>(dy, true, a, ta, db, T(1), T(1)); // dB = dY^T op(A)
+                kernels::gemm<T>(dy, true, a, ta, db, T(1), beta); // dB = dY^T op(A)
             }
         }
     });
@@ -404,17 +422,20 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
         const Node<T>& y = tape.node(self);
         const auto in = tape.inputs(self);
         const View<const T> dy = y.grad; // (n, out)
+        bool fresh = false;
         if (tape.node(in[0]).requires_grad) {
-            kernels::gemm<T>(dy, false, tape.node(in[1]).value, false, tape.grad_for_update(in[0]),
-                             T(1), T(1)); // dX (n, in) = dY W
+            const View<T> dx = tape.grad_for_overwrite(in[0], fresh);
+            kernels::gemm<T>(dy, false, tape.node(in[1]).value, false, dx, T(1),
+                             fresh ? T(0) : T(1)); // dX (n, in) = dY W
         }
         if (tape.node(in[1]).requires_grad) {
-            kernels::gemm<T>(dy, true, tape.node(in[0]).value, false, tape.grad_for_update(in[1]),
-                             T(1), T(1)); // dW (out, in) = dY^T X
+            const View<T> dw = tape.grad_for_overwrite(in[1], fresh);
+            kernels::gemm<T>(dy, true, tape.node(in[0]).value, false, dw, T(1),
+                             fresh ? T(0) : T(1)); // dW (out, in) = dY^T X
         }
         if (in.size() == 3 && tape.node(in[2]).requires_grad) {
-            accumulate_reduced(tape.grad_for_update(in[2]), dy.shape(), cheap_grain,
-                               [&](std::size_t r, std::size_t c) { return dy(r, c); });
+            accumulate_into(tape, in[2], dy.shape(),
+                            [&](std::size_t r, std::size_t c) { return dy(r, c); });
         }
     });
 }
@@ -511,7 +532,9 @@ Var<T> concat(const char* op, std::span<const Var<T>> parts, int axis) {
             dy.cols = part.value.cols;
             dy.data += axis == 1 ? offset : offset * dy.stride;
             if (part.requires_grad) {
-                kernels::add_into<T>(tape.grad_for_update(input), dy);
+                bool fresh = false;
+                const View<T> dx = tape.grad_for_overwrite(input, fresh);
+                kernels::add_into<T>(dx, dy, fresh);
             }
             offset += axis == 1 ? part.value.cols : part.value.rows;
         }
@@ -646,7 +669,8 @@ Var<T> cross_entropy(const Var<T>& logits, std::span<const std::int32_t> targets
     return finish<T>(tape, id, [](Tape<T>& tape, NodeId self) {
         const Node<T>& y = tape.node(self);
         const T dy = y.grad(0, 0);
-        const View<T> dz = tape.grad_for_update(tape.inputs(self)[0]);
+        bool fresh = false;
+        const View<T> dz = tape.grad_for_overwrite(tape.inputs(self)[0], fresh);
         const View<const T> p = y.saved;
         parallel_chunks(dz.rows,
                         std::max<std::size_t>(1, cheap_grain / std::max<std::size_t>(dz.cols, 1)),
@@ -655,8 +679,14 @@ Var<T> cross_entropy(const Var<T>& logits, std::span<const std::int32_t> targets
                                 const T scale = dy * y.saved_extra(r, 0);
                                 T* dzr = dz.row(r);
                                 const T* pr = p.row(r);
-                                for (std::size_t c = 0; c < dz.cols; ++c) {
-                                    dzr[c] += scale * pr[c];
+                                if (fresh) {
+                                    for (std::size_t c = 0; c < dz.cols; ++c) {
+                                        dzr[c] = scale * pr[c];
+                                    }
+                                } else {
+                                    for (std::size_t c = 0; c < dz.cols; ++c) {
+                                        dzr[c] += scale * pr[c];
+                                    }
                                 }
                                 dzr[y.indices[r]] -= scale;
                             }

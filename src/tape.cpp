@@ -12,11 +12,21 @@ bool anomaly_mode = false;
 constexpr std::size_t alignment_bytes = 64;
 } // namespace
 
-NoGradGuard::NoGradGuard() : previous_(grad_mode) { grad_mode = false; }
-NoGradGuard::~NoGradGuard() { grad_mode = previous_; }
-bool grad_enabled() { return grad_mode; }
-void set_anomaly_detection(bool enabled) { anomaly_mode = enabled; }
-bool anomaly_detection() { return anomaly_mode; }
+NoGradGuard::NoGradGuard() : previous_(grad_mode) {
+    grad_mode = false;
+}
+NoGradGuard::~NoGradGuard() {
+    grad_mode = previous_;
+}
+bool grad_enabled() {
+    return grad_mode;
+}
+void set_anomaly_detection(bool enabled) {
+    anomaly_mode = enabled;
+}
+bool anomaly_detection() {
+    return anomaly_mode;
+}
 
 // ---- Parameter -------------------------------------------------------------------------------
 
@@ -218,6 +228,16 @@ View<T> Tape<T>::grad_for_update(NodeId id) {
     if (node.grad.data == nullptr) {
         node.grad = allocate(node.value.rows, node.value.cols);
         std::memset(node.grad.data, 0, sizeof(T) * node.grad.size());
+    }
+    return node.grad;
+}
+
+template <class T>
+View<T> Tape<T>::grad_for_overwrite(NodeId id, bool& fresh) {
+    Node<T>& node = nodes_[id];
+    fresh = node.grad.data == nullptr;
+    if (fresh) {
+        node.grad = allocate(node.value.rows, node.value.cols);
     }
     return node.grad;
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cellgrad/grad_check.hpp"
 #include "cellgrad/ops.hpp"
 #include "cellgrad/tape.hpp"
 
@@ -367,5 +368,49 @@ TEST_CASE("tape: misuse errors") {
                              doctest::Contains("backward: the output belongs to another tape"),
                              Error);
         CHECK_THROWS_WITH_AS(tape.detach(b), doctest::Contains("detach"), Error);
+    }
+}
+
+TEST_CASE("first-contribution gradients are written, later ones added, in either order") {
+    // x feeds a full-gradient op (tanh, which overwrites a fresh gradient) and a partial one
+    // (a column slice, which must add into zeros); both orders of creation, plus a broadcast row.
+    Parameter<double> x(
+        "x",
+        Tensor<double>(3, 4, {0.1, -0.2, 0.3, 0.4, 0.5, -0.6, 0.7, 0.8, -0.9, 1.0, 1.1, -1.2}));
+    Parameter<double> row("row", Tensor<double>(1, 4, {0.3, -0.1, 0.2, 0.5}));
+    for (const bool slice_first : {true, false}) {
+        CAPTURE(slice_first);
+        const Tensor<double> weights(
+            3, 4, {0.5, 1.5, -0.5, 2.0, 1.0, -1.0, 0.25, 0.75, -2.0, 0.5, 1.25, -0.75});
+        auto loss = [&](Tape<double>& tape) {
+            const Var<double> xv = tape.constant(weights);
+            const Var<double> leaf = tape.param(x);
+            Var<double> part;
+            Var<double> full;
+            if (slice_first) {
+                part = sum(slice_cols(leaf, 1, 3));
+                full = sum(mul(tanh(add(leaf, tape.param(row))), xv));
+            } else {
+                full = sum(mul(tanh(add(leaf, tape.param(row))), xv));
+                part = sum(slice_cols(leaf, 1, 3));
+            }
+            return add(full, scale(part, 0.5));
+        };
+        GradCheckReport report = grad_check(loss, {&x, &row});
+        INFO(report.summary());
+        CHECK(report.passed);
+        CHECK(report.max_rel_error < 1e-6);
+        // An intermediate's gradient: d/d(x + row) of sum(tanh(.) * w) = (1 - tanh^2) * w.
+        Tape<double> tape;
+        const Var<double> pre = add(tape.param(x), tape.param(row));
+        const Var<double> out = sum(mul(tanh(pre), tape.constant(weights)));
+        tape.backward(out);
+        const Tensor<double> dpre = pre.grad();
+        for (std::size_t r = 0; r < 3; ++r) {
+            for (std::size_t c = 0; c < 4; ++c) {
+                const double t = std::tanh(x.value(r, c) + row.value(0, c));
+                CHECK(dpre(r, c) == doctest::Approx((1 - t * t) * weights(r, c)).epsilon(1e-14));
+            }
+        }
     }
 }

@@ -76,7 +76,7 @@ struct Node {
     std::uint32_t input_count = 0;
     std::uint32_t label = 0; ///< 0 = no label
     bool requires_grad = false;
-    double scalars[2] = {0, 0};     ///< op attributes (scale, offset, ...)
+    double scalars[2] = {0, 0};        ///< op attributes (scale, offset, ...)
     std::int64_t integers[2] = {0, 0}; ///< op attributes (offsets, flags, ...)
     View<T> saved;       ///< tensor kept by forward for backward (e.g. softmax probabilities)
     View<T> saved_extra; ///< a second kept tensor (e.g. per-row loss weights)
@@ -138,7 +138,8 @@ class NoGradGuard {
 /// True unless a NoGradGuard is alive on this thread.
 bool grad_enabled();
 
-/// Turns anomaly detection on or off: the first op whose forward or backward makes a NaN/Inf throws.
+/// Turns anomaly detection on or off: the first op whose forward or backward makes a NaN/Inf
+/// throws.
 void set_anomaly_detection(bool enabled);
 /// True when anomaly detection is on (off by default).
 bool anomaly_detection();
@@ -162,7 +163,8 @@ class Tape {
     /// A leaf sharing `x`'s value with no link back to x's graph (gradient stops here).
     Var<T> detach(const Var<T>& x);
 
-    /// Reverse pass from a (1, 1) loss with seed 1; intermediate gradients from earlier passes reset.
+    /// Reverse pass from a (1, 1) loss with seed 1; intermediate gradients from earlier passes
+    /// reset.
     void backward(const Var<T>& loss);
     /// Reverse pass from `output` with seed gradient `seed` of the output's shape.
     void backward(const Var<T>& output, const Tensor<T>& seed);
@@ -199,6 +201,9 @@ class Tape {
     std::span<const NodeId> inputs(NodeId id) const;
     /// The node's gradient, allocated and zeroed on first use; backward adds into it.
     View<T> grad_for_update(NodeId id);
+    /// The node's gradient for a backward that covers every element: on first use it is left
+    /// uninitialised and `fresh` is set, so the caller writes (=) instead of adding (+=).
+    View<T> grad_for_overwrite(NodeId id, bool& fresh);
     /// Uninitialised (rows, cols) buffer that lives until clear().
     View<T> allocate(std::size_t rows, std::size_t cols);
     /// Uninitialised index buffer that lives until clear().
