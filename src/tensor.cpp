@@ -5,7 +5,9 @@
 
 namespace cellgrad {
 
-std::string to_string(const Shape& shape) { return fmt::format("({}, {})", shape.rows, shape.cols); }
+std::string to_string(const Shape& shape) {
+    return fmt::format("({}, {})", shape.rows, shape.cols);
+}
 
 template <class T>
 Tensor<T>::Tensor(std::size_t rows, std::size_t cols, T fill)
@@ -65,8 +67,8 @@ void copy(View<const T> source, View<T> target) {
 template <class T>
 T max_abs_difference(View<const T> a, View<const T> b) {
     if (a.shape() != b.shape()) {
-        throw Error(fmt::format("max_abs_difference: shapes {} and {} differ", a.shape(),
-                                b.shape()));
+        throw Error(
+            fmt::format("max_abs_difference: shapes {} and {} differ", a.shape(), b.shape()));
     }
     T worst = 0;
     for (std::size_t r = 0; r < a.rows; ++r) {

@@ -15,8 +15,9 @@ namespace cellgrad {
 
 /// Settings of grad_check.
 struct GradCheckOptions {
-    double eps = 1e-6;  ///< central-difference step
-    double atol = 1e-8; ///< an element passes if |analytic - numeric| <= atol + rtol * max(|a|, |n|)
+    double eps = 1e-6; ///< central-difference step
+    double atol =
+        1e-8; ///< an element passes if |analytic - numeric| <= atol + rtol * max(|a|, |n|)
     double rtol = 1e-6;
     /// Relative error is |a - n| / max(|a|, |n|, relative_floor): near-zero gradients are judged
     /// on absolute error instead of amplifying round-off.

@@ -52,7 +52,8 @@ Var<T> log(const Var<T>& x);
 /// y = sum of all elements, (1, 1); dx += dy (broadcast).
 template <class T>
 Var<T> sum(const Var<T>& x);
-/// y = sum over `axis` (0: over rows -> (1, cols); 1: over columns -> (rows, 1)); dx += dy broadcast.
+/// y = sum over `axis` (0: over rows -> (1, cols); 1: over columns -> (rows, 1)); dx += dy
+/// broadcast.
 template <class T>
 Var<T> sum(const Var<T>& x, int axis);
 /// y = mean of all elements, (1, 1); dx += dy / size.
@@ -62,11 +63,12 @@ Var<T> mean(const Var<T>& x);
 template <class T>
 Var<T> mean(const Var<T>& x, int axis);
 
-/// y = op(a) op(b), op = transpose when asked (BLAS GEMM); da += dy op(b)^T, db += op(a)^T dy (up to transposes).
+/// y = op(a) op(b), op = transpose when asked (BLAS GEMM); da += dy op(b)^T, db += op(a)^T dy (up
+/// to transposes).
 template <class T>
-Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a = false,
-              bool transpose_b = false);
-/// y = x W^T + b for x (n, in), W (out, in), b (1, out) or empty; dx += dy W, dW += dy^T x, db += colsum(dy).
+Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a = false, bool transpose_b = false);
+/// y = x W^T + b for x (n, in), W (out, in), b (1, out) or empty; dx += dy W, dW += dy^T x, db +=
+/// colsum(dy).
 template <class T>
 Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = {});
 
@@ -82,7 +84,8 @@ Var<T> concat_cols(std::span<const Var<T>> parts);
 /// y = [x0; x1; ...] stacked (same columns); dxk += dy[rows of xk, :].
 template <class T>
 Var<T> concat_rows(std::span<const Var<T>> parts);
-/// y[i, :] = table[indices[i], :] (embedding lookup); dtable[indices[i], :] += dy[i, :] (scatter-add).
+/// y[i, :] = table[indices[i], :] (embedding lookup); dtable[indices[i], :] += dy[i, :]
+/// (scatter-add).
 template <class T>
 Var<T> gather_rows(const Var<T>& table, std::span<const std::int32_t> indices);
 

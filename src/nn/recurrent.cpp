@@ -200,9 +200,9 @@ RNN<T>::RNN(const RecurrentOptions& options, std::mt19937_64& rng)
 template <class T>
 LSTM<T>::LSTM(const RecurrentOptions& options, std::mt19937_64& rng)
     : Recurrent<T>("lstm", options, [&](std::size_t input_size, std::size_t layer, bool reverse) {
-          auto cell = std::make_unique<LSTMCell<T>>(input_size, options.hidden_size, rng,
-                                                    options.bias, options.forget_bias,
-                                                    layer_suffix(layer, reverse));
+          auto cell =
+              std::make_unique<LSTMCell<T>>(input_size, options.hidden_size, rng, options.bias,
+                                            options.forget_bias, layer_suffix(layer, reverse));
           cell->set_fused(options.fused_gates);
           return cell;
       }) {}

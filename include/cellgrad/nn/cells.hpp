@@ -105,8 +105,7 @@ class LSTMCell : public Cell<T> {
     /// (h, c) -> (h', c'): c' = f*c + i*g, h' = o*tanh(c').
     std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
     /// The same step written gate by gate with primitive ops (the lesson's reference).
-    std::vector<Var<T>> step_composed(const Var<T>& projected_input,
-                                      std::span<const Var<T>> state);
+    std::vector<Var<T>> step_composed(const Var<T>& projected_input, std::span<const Var<T>> state);
     /// Chooses the fused gate node (default) or the composed primitives for step().
     void set_fused(bool fused) { fused_ = fused; }
     /// The weights (for tests and checkpoints).
@@ -132,8 +131,7 @@ class GRUCell : public Cell<T> {
     /// h' = (1 - z) * n + z * h with n = tanh(x_n + r * (h W_hn^T + b_hn)).
     std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
     /// The same step written gate by gate with primitive ops (the lesson's reference).
-    std::vector<Var<T>> step_composed(const Var<T>& projected_input,
-                                      std::span<const Var<T>> state);
+    std::vector<Var<T>> step_composed(const Var<T>& projected_input, std::span<const Var<T>> state);
     /// Chooses the fused gate node (default) or the composed primitives for step().
     void set_fused(bool fused) { fused_ = fused; }
     /// The weights (for tests and checkpoints).

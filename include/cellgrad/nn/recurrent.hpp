@@ -28,7 +28,8 @@ struct RecurrentOptions {
     Nonlinearity nonlinearity = Nonlinearity::tanh; ///< plain RNN only
     std::uint64_t dropout_seed = 0;                 ///< seeds the dropout masks
     std::string parameter_prefix;                   ///< prepended to every parameter name ("rnn.")
-    bool fused_gates = true; ///< LSTM/GRU: one fused gate node per step (false: composed primitives)
+    bool fused_gates =
+        true; ///< LSTM/GRU: one fused gate node per step (false: composed primitives)
 };
 
 /// States of every layer and direction: [layer * directions + direction][k] (B, H) each.
@@ -46,7 +47,8 @@ struct RecurrentOutput {
     std::vector<Var<T>> steps;     ///< the same per step, (B, directions*H)
     RecurrentState<T> final_state; ///< after the last valid step of each sequence
     /// Every state after every step: [layer * directions + direction][t][k]; read .grad() after
-    /// backward for dL/dh_t (k = 0) and dL/dc_t (k = 1, LSTM), the same with or without fused gates.
+    /// backward for dL/dh_t (k = 0) and dL/dc_t (k = 1, LSTM), the same with or without fused
+    /// gates.
     std::vector<std::vector<std::vector<Var<T>>>> states;
 };
 
