@@ -93,6 +93,8 @@ if [ "$LONG_SECONDS" != 0 ]; then
     NAME_SUFFIX=_long run_adding gru 100 "$LONG_STEPS" "$LONG_SECONDS" --stop-at-target &
     gru_pid=$!
     wait "$lstm_pid" "$gru_pid"
+    rnn_steps=$(max_steps "$OUT/adding_lstm_T100_long.json" "$OUT/adding_gru_T100_long.json")
+    NAME_SUFFIX=_long run_adding rnn 100 "$rnn_steps" "$LONG_SECONDS"
 fi
 
 echo "== tables, learning-curve plot, machine"
@@ -132,10 +134,11 @@ set multiplot layout 1,2 title 'Adding problem, hidden 128, RMSprop lr 1e-3, cli
 # T = 100: the longer LSTM/GRU runs when present (same seed and flags, so they extend the short ones).
 lstm100 = system('test -s adding_lstm_T100_long.csv && echo adding_lstm_T100_long.csv || echo adding_lstm_T100.csv')
 gru100 = system('test -s adding_gru_T100_long.csv && echo adding_gru_T100_long.csv || echo adding_gru_T100.csv')
+rnn100 = system('test -s adding_rnn_T100_long.csv && echo adding_rnn_T100_long.csv || echo adding_rnn_T100.csv')
 set title 'T = 100'
 plot 0.1667 with lines dt 2 lc rgb 'gray' title 'baseline 1/6', \
      0.01 with lines dt 3 lc rgb 'black' title 'solved (0.01)', \
-     'adding_rnn_T100.csv' using 6:8 with lines lw 2 lc rgb '#d62728' title 'tanh RNN', \
+     rnn100 using 6:8 with lines lw 2 lc rgb '#d62728' title 'tanh RNN', \
      lstm100 using 6:8 with lines lw 2 lc rgb '#2ca02c' title 'LSTM (forget bias 1)', \
      gru100 using 6:8 with lines lw 2 lc rgb '#9467bd' title 'GRU'
 set title 'T = 200'
