@@ -282,8 +282,6 @@ TEST_CASE("gradient flow: without the cut, the hidden path adds to dL/dc_{t-1} (
     LSTMCell<double>* cell = nullptr;
     Recurrent<double> layer("lstm", options(input, H), [&](std::size_t in, std::size_t, bool) {
         auto made = std::make_unique<LSTMCell<double>>(in, H, rng);
-        // The composed cell: c_t is its own node, its grad the full dL/dc_t.
-        made->set_fused(false);
         cell = made.get();
         return made;
     });

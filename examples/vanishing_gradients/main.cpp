@@ -294,12 +294,8 @@ int run(const Arguments& args) {
             std::mt19937_64 data_rng(seed * 1000003 + 1);
             adding::Model<T> model(entry.spec, weight_rng);
             const adding::Batch<T> batch = adding::make_batch<T>(steps, args.batch, measure_rng);
-            // Readings through the composed cell (c_t is its own node), training fused (faster).
-            model.set_fused_gates(false);
             auto at_init = measure(model, batch, args.batch_stat);
-            model.set_fused_gates(true);
             const double last_mse = args.train_steps > 0 ? train(model, args, data_rng) : nan;
-            model.set_fused_gates(false);
             auto trained = measure(model, batch, args.batch_stat);
             for (std::size_t k = 0; k < quantities; ++k) {
                 curves[entry.id]["init"][k].push_back(std::move(at_init[k]));
