@@ -22,7 +22,7 @@ echo "corpus: $corpus ($(wc -c < "$corpus") bytes)"
 char_rnn="$build_dir/examples/char_rnn/char_rnn"
 checkpoint="$cache/kjv-lstm.safetensors"
 "$char_rnn" train --data "$corpus" --cell lstm --hidden 256 --layers 2 --embedding 64 --seq 64 \
-    --batch 32 --optimizer adam --lr 2e-3 --clip 5 --steps 1500 --eval-every 250 \
+    --batch 32 --optimizer adam --lr 2e-3 --clip 5 --steps 1500 --eval-every 500 \
     --val-fraction 0.02 --threads 2 --checkpoint "$checkpoint" "$@"
 echo
 echo "sample (temperature 0.8):"
