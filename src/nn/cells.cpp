@@ -123,11 +123,12 @@ Var<T> GatedWeights<T>::project_hidden(const Var<T>& h) const {
 template <class T>
 RNNCell<T>::RNNCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
                     Nonlinearity nonlinearity, bool bias, const std::string& suffix)
-    : weights_(input_size, hidden_size, 1, bias, suffix, rng), nonlinearity_(nonlinearity) {}
+    : GatedCell<T>(input_size, hidden_size, 1, bias, suffix, rng), nonlinearity_(nonlinearity) {}
 
 template <class T>
 std::vector<Var<T>> RNNCell<T>::step(const Var<T>& projected_input, std::span<const Var<T>> state) {
-    const Var<T> pre_activation = add(projected_input, weights_.project_hidden(state[0])); // (B, H)
+    const Var<T> pre_activation =
+        add(projected_input, this->weights_.project_hidden(state[0])); // (B, H)
     return {nonlinearity_ == Nonlinearity::tanh ? tanh(pre_activation) : relu(pre_activation)};
 }
 
@@ -136,13 +137,13 @@ std::vector<Var<T>> RNNCell<T>::step(const Var<T>& projected_input, std::span<co
 template <class T>
 LSTMCell<T>::LSTMCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
                       bool bias, double forget_bias, const std::string& suffix)
-    : weights_(input_size, hidden_size, 4, bias, suffix, rng) {
+    : GatedCell<T>(input_size, hidden_size, 4, bias, suffix, rng) {
     if (forget_bias != 0.0) {
         if (!bias) {
             throw Error("LSTMCell: forget_bias needs bias = true");
         }
         for (std::size_t j = hidden_size; j < 2 * hidden_size; ++j) {
-            weights_.bias_ih->value(0, j) += static_cast<T>(forget_bias);
+            this->weights_.bias_ih->value(0, j) += static_cast<T>(forget_bias);
         }
     }
 }
@@ -150,11 +151,11 @@ LSTMCell<T>::LSTMCell(std::size_t input_size, std::size_t hidden_size, std::mt19
 template <class T>
 std::vector<Var<T>> LSTMCell<T>::step(const Var<T>& projected_input,
                                       std::span<const Var<T>> state) {
-    if (!fused_) {
+    if (!this->fused_) {
         return step_composed(projected_input, state);
     }
-    const Var<T> gates = add(projected_input, weights_.project_hidden(state[0])); // (B, 4H)
-    const Var<T> new_long_term_memory = lstm_cell_state(gates, state[1]);         // remember gate
+    const Var<T> gates = add(projected_input, this->weights_.project_hidden(state[0])); // (B, 4H)
+    const Var<T> new_long_term_memory = lstm_cell_state(gates, state[1]); // remember gate
     const Var<T> new_short_term_memory = lstm_hidden_state(gates, new_long_term_memory); // use
     return {new_short_term_memory, new_long_term_memory};
 }
@@ -162,12 +163,12 @@ std::vector<Var<T>> LSTMCell<T>::step(const Var<T>& projected_input,
 template <class T>
 std::vector<Var<T>> LSTMCell<T>::step_composed(const Var<T>& projected_input,
                                                std::span<const Var<T>> state) {
-    const std::size_t H = weights_.hidden_size;
+    const std::size_t H = this->weights_.hidden_size;
     const Var<T>& short_term_memory = state[0]; // h
     const Var<T>& long_term_memory = state[1];  // c
     // All four gates' pre-activations from the event and the short-term memory: (B, 4H) =
     // [i|f|g|o].
-    const Var<T> gates = add(projected_input, weights_.project_hidden(short_term_memory));
+    const Var<T> gates = add(projected_input, this->weights_.project_hidden(short_term_memory));
     const Var<T> input_gate = sigmoid(slice_cols(gates, 0, H));
     const Var<T> forget_gate = sigmoid(slice_cols(gates, H, 2 * H));
     const Var<T> candidate = tanh(slice_cols(gates, 2 * H, 3 * H));
@@ -188,23 +189,23 @@ std::vector<Var<T>> LSTMCell<T>::step_composed(const Var<T>& projected_input,
 template <class T>
 GRUCell<T>::GRUCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
                     bool bias, const std::string& suffix)
-    : weights_(input_size, hidden_size, 3, bias, suffix, rng) {}
+    : GatedCell<T>(input_size, hidden_size, 3, bias, suffix, rng) {}
 
 template <class T>
 std::vector<Var<T>> GRUCell<T>::step(const Var<T>& projected_input, std::span<const Var<T>> state) {
-    if (!fused_) {
+    if (!this->fused_) {
         return step_composed(projected_input, state);
     }
-    const Var<T> hidden_part = weights_.project_hidden(state[0]); // (B, 3H)
+    const Var<T> hidden_part = this->weights_.project_hidden(state[0]); // (B, 3H)
     return {gru_gates(projected_input, hidden_part, state[0])};
 }
 
 template <class T>
 std::vector<Var<T>> GRUCell<T>::step_composed(const Var<T>& projected_input,
                                               std::span<const Var<T>> state) {
-    const std::size_t H = weights_.hidden_size;
+    const std::size_t H = this->weights_.hidden_size;
     const Var<T>& h = state[0];
-    const Var<T> hidden_part = weights_.project_hidden(h); // (B, 3H) = [r|z|n]
+    const Var<T> hidden_part = this->weights_.project_hidden(h); // (B, 3H) = [r|z|n]
     // Reset gate: how much of the old state the candidate may look at.
     const Var<T> reset_gate =
         sigmoid(add(slice_cols(projected_input, 0, H), slice_cols(hidden_part, 0, H)));
@@ -226,6 +227,7 @@ std::vector<Var<T>> GRUCell<T>::step_composed(const Var<T>& projected_input,
     template class Linear<T>;                                                                      \
     template class Embedding<T>;                                                                   \
     template class GatedWeights<T>;                                                                \
+    template class GatedCell<T>;                                                                   \
     template class RNNCell<T>;                                                                     \
     template class LSTMCell<T>;                                                                    \
     template class GRUCell<T>;

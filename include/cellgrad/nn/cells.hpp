@@ -65,81 +65,73 @@ class GatedWeights {
 /// Activation of the plain RNN.
 enum class Nonlinearity { tanh, relu };
 
+/// What the built-in cells share: PyTorch's stacked weights, the Cell plumbing that forwards to
+/// them, and the choice between a fused gate node and the composed primitives.
+template <class T>
+class GatedCell : public Cell<T> {
+  public:
+    std::size_t input_size() const override { return weights_.input_size; }
+    std::size_t hidden_size() const override { return weights_.hidden_size; }
+    std::vector<Parameter<T>*> parameters() override { return weights_.parameters(); }
+    void attach(Tape<T>& tape) override { weights_.attach(tape); }
+    Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
+    /// Chooses the fused gate node (default) or the composed primitives for step(); a cell
+    /// without a fused node (RNNCell) ignores it.
+    void set_fused(bool fused) { fused_ = fused; }
+    /// The weights (for tests and checkpoints).
+    GatedWeights<T>& weights() { return weights_; }
+
+  protected:
+    /// Weights for `gates` stacked gate blocks, named "weight_ih<suffix>", ...
+    GatedCell(std::size_t input_size, std::size_t hidden_size, std::size_t gates, bool bias,
+              const std::string& suffix, std::mt19937_64& rng)
+        : weights_(input_size, hidden_size, gates, bias, suffix, rng) {}
+
+    GatedWeights<T> weights_;
+    bool fused_ = true;
+};
+
 /// Elman RNN cell: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh) (torch.nn.RNNCell).
 template <class T>
-class RNNCell : public Cell<T> {
+class RNNCell : public GatedCell<T> {
   public:
     /// Parameters named "weight_ih<suffix>", ... ; init U(-1/sqrt(H), 1/sqrt(H)).
     RNNCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
             Nonlinearity nonlinearity = Nonlinearity::tanh, bool bias = true,
             const std::string& suffix = "");
-    std::size_t input_size() const override { return weights_.input_size; }
-    std::size_t hidden_size() const override { return weights_.hidden_size; }
-    std::vector<Parameter<T>*> parameters() override { return weights_.parameters(); }
-    void attach(Tape<T>& tape) override { weights_.attach(tape); }
-    Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
     /// h' = act(projected x + h W_hh^T + b_hh).
     std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
-    /// The weights (for tests and checkpoints).
-    GatedWeights<T>& weights() { return weights_; }
 
   private:
-    GatedWeights<T> weights_;
     Nonlinearity nonlinearity_;
 };
 
 /// LSTM cell (torch.nn.LSTMCell), gates stacked i, f, g, o; state (h, c).
 template <class T>
-class LSTMCell : public Cell<T> {
+class LSTMCell : public GatedCell<T> {
   public:
     /// Parameters named "weight_ih<suffix>", ...; `forget_bias` is added to bias_ih's f block at
     /// init.
     LSTMCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
              bool bias = true, double forget_bias = 0.0, const std::string& suffix = "");
-    std::size_t input_size() const override { return weights_.input_size; }
-    std::size_t hidden_size() const override { return weights_.hidden_size; }
     std::size_t state_size() const override { return 2; }
-    std::vector<Parameter<T>*> parameters() override { return weights_.parameters(); }
-    void attach(Tape<T>& tape) override { weights_.attach(tape); }
-    Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
     /// (h, c) -> (h', c'): c' = f*c + i*g, h' = o*tanh(c').
     std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
     /// The same step written gate by gate with primitive ops (the lesson's reference).
     std::vector<Var<T>> step_composed(const Var<T>& projected_input, std::span<const Var<T>> state);
-    /// Chooses the fused gate node (default) or the composed primitives for step().
-    void set_fused(bool fused) { fused_ = fused; }
-    /// The weights (for tests and checkpoints).
-    GatedWeights<T>& weights() { return weights_; }
-
-  private:
-    GatedWeights<T> weights_;
-    bool fused_ = true;
 };
 
 /// GRU cell (torch.nn.GRUCell), gates stacked r, z, n; state h.
 template <class T>
-class GRUCell : public Cell<T> {
+class GRUCell : public GatedCell<T> {
   public:
     /// Parameters named "weight_ih<suffix>", ...; init U(-1/sqrt(H), 1/sqrt(H)).
     GRUCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng, bool bias = true,
             const std::string& suffix = "");
-    std::size_t input_size() const override { return weights_.input_size; }
-    std::size_t hidden_size() const override { return weights_.hidden_size; }
-    std::vector<Parameter<T>*> parameters() override { return weights_.parameters(); }
-    void attach(Tape<T>& tape) override { weights_.attach(tape); }
-    Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
     /// h' = (1 - z) * n + z * h with n = tanh(x_n + r * (h W_hn^T + b_hn)).
     std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
     /// The same step written gate by gate with primitive ops (the lesson's reference).
     std::vector<Var<T>> step_composed(const Var<T>& projected_input, std::span<const Var<T>> state);
-    /// Chooses the fused gate node (default) or the composed primitives for step().
-    void set_fused(bool fused) { fused_ = fused; }
-    /// The weights (for tests and checkpoints).
-    GatedWeights<T>& weights() { return weights_; }
-
-  private:
-    GatedWeights<T> weights_;
-    bool fused_ = true;
 };
 
 } // namespace cellgrad::nn
