@@ -14,9 +14,17 @@ namespace cellgrad {
 
 namespace {
 
-/// Rows per task so that a task gets about `grain` elements.
-std::size_t rows_per_task(std::size_t cols, std::size_t grain) {
-    return std::max<std::size_t>(1, grain / std::max<std::size_t>(cols, 1));
+/// Calls row_body(r) for every row r < rows, in fixed tasks of about costly_grain elements when a
+/// row touches `cols_per_row` of them.
+template <class Body>
+void for_each_row(std::size_t rows, std::size_t cols_per_row, const Body& row_body) {
+    const std::size_t rows_per_task =
+        std::max<std::size_t>(1, costly_grain / std::max<std::size_t>(cols_per_row, 1));
+    parallel_chunks(rows, rows_per_task, [&](std::size_t first, std::size_t last) {
+        for (std::size_t r = first; r < last; ++r) {
+            row_body(r);
+        }
+    });
 }
 
 /// One row of the LSTM cell-state update c' = f*c + i*g; saved = [i|f|g] (3H).
@@ -180,10 +188,8 @@ Var<T> lstm_cell_state(const Var<T>& pre_activations, const Var<T>& c) {
     const View<T> out = tape.node(id).value;
     const View<const T> a = pre_activations.value();
     const View<const T> cv = c.value();
-    parallel_chunks(B, rows_per_task(4 * H, costly_grain), [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) {
-            lstm_cell_forward_row<T>(a.row(r), cv.row(r), out.row(r), saved.row(r), H);
-        }
+    for_each_row(B, 4 * H, [&](std::size_t r) {
+        lstm_cell_forward_row<T>(a.row(r), cv.row(r), out.row(r), saved.row(r), H);
     });
     tape.node(id).saved = saved;
     tape.set_backward(id, [](Tape<T>& tape, NodeId self) {
@@ -198,13 +204,10 @@ Var<T> lstm_cell_state(const Var<T>& pre_activations, const Var<T>& c) {
         const View<T> da = tape.node(in[0]).requires_grad ? tape.grad_for_update(in[0])
                                                           : tape.allocate(dc_new.rows, 4 * H);
         const View<T> dc = c_needs ? tape.grad_for_update(in[1]) : View<T>{};
-        parallel_chunks(
-            dc_new.rows, rows_per_task(6 * H, costly_grain), [&](std::size_t r0, std::size_t r1) {
-                for (std::size_t r = r0; r < r1; ++r) {
-                    lstm_cell_backward_row<T>(dc_new.row(r), saved.row(r), c.row(r), da.row(r),
-                                              c_needs ? dc.row(r) : nullptr, H);
-                }
-            });
+        for_each_row(dc_new.rows, 6 * H, [&](std::size_t r) {
+            lstm_cell_backward_row<T>(dc_new.row(r), saved.row(r), c.row(r), da.row(r),
+                                      c_needs ? dc.row(r) : nullptr, H);
+        });
     });
     tape.check_forward(id);
     return Var<T>(&tape, id);
@@ -220,10 +223,8 @@ Var<T> lstm_hidden_state(const Var<T>& pre_activations, const Var<T>& c_new) {
     const View<T> out = tape.node(id).value;
     const View<const T> a = pre_activations.value();
     const View<const T> cv = c_new.value();
-    parallel_chunks(B, rows_per_task(3 * H, costly_grain), [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) {
-            lstm_hidden_forward_row<T>(a.row(r) + 3 * H, cv.row(r), out.row(r), saved.row(r), H);
-        }
+    for_each_row(B, 3 * H, [&](std::size_t r) {
+        lstm_hidden_forward_row<T>(a.row(r) + 3 * H, cv.row(r), out.row(r), saved.row(r), H);
     });
     tape.node(id).saved = saved;
     tape.set_backward(id, [](Tape<T>& tape, NodeId self) {
@@ -236,13 +237,10 @@ Var<T> lstm_hidden_state(const Var<T>& pre_activations, const Var<T>& c_new) {
         const View<T> da = tape.node(in[0]).requires_grad ? tape.grad_for_update(in[0])
                                                           : tape.allocate(dh.rows, 4 * H);
         const View<T> dc = c_needs ? tape.grad_for_update(in[1]) : View<T>{};
-        parallel_chunks(
-            dh.rows, rows_per_task(4 * H, costly_grain), [&](std::size_t r0, std::size_t r1) {
-                for (std::size_t r = r0; r < r1; ++r) {
-                    lstm_hidden_backward_row<T>(dh.row(r), saved.row(r), da.row(r) + 3 * H,
-                                                c_needs ? dc.row(r) : nullptr, H);
-                }
-            });
+        for_each_row(dh.rows, 4 * H, [&](std::size_t r) {
+            lstm_hidden_backward_row<T>(dh.row(r), saved.row(r), da.row(r) + 3 * H,
+                                        c_needs ? dc.row(r) : nullptr, H);
+        });
     });
     tape.check_forward(id);
     return Var<T>(&tape, id);
@@ -269,12 +267,9 @@ Var<T> gru_gates(const Var<T>& projected_input, const Var<T>& projected_hidden, 
     const View<const T> x = projected_input.value();
     const View<const T> p = projected_hidden.value();
     const View<const T> hv = h.value();
-    parallel_chunks(
-        sh.rows, rows_per_task(4 * H, costly_grain), [&](std::size_t r0, std::size_t r1) {
-            for (std::size_t r = r0; r < r1; ++r) {
-                gru_forward_row<T>(x.row(r), p.row(r), hv.row(r), out.row(r), saved.row(r), H);
-            }
-        });
+    for_each_row(sh.rows, 4 * H, [&](std::size_t r) {
+        gru_forward_row<T>(x.row(r), p.row(r), hv.row(r), out.row(r), saved.row(r), H);
+    });
     tape.node(id).saved = saved;
     tape.set_backward(id, [](Tape<T>& tape, NodeId self) {
         const Node<T>& node = tape.node(self);
@@ -285,13 +280,9 @@ Var<T> gru_gates(const Var<T>& projected_input, const Var<T>& projected_hidden, 
         const View<const T> p = tape.node(in[1]).value;
         const View<const T> hv = tape.node(in[2]).value;
         const View<T> pre = tape.allocate(dout.rows, 3 * H);
-        parallel_chunks(dout.rows, rows_per_task(6 * H, costly_grain),
-                        [&](std::size_t r0, std::size_t r1) {
-                            for (std::size_t r = r0; r < r1; ++r) {
-                                gru_backward_row<T>(dout.row(r), saved.row(r), p.row(r), hv.row(r),
-                                                    pre.row(r), H);
-                            }
-                        });
+        for_each_row(dout.rows, 6 * H, [&](std::size_t r) {
+            gru_backward_row<T>(dout.row(r), saved.row(r), p.row(r), hv.row(r), pre.row(r), H);
+        });
         if (tape.node(in[0]).requires_grad) {
             const View<T> dx = tape.grad_for_update(in[0]);
             for (std::size_t r = 0; r < dout.rows; ++r) {
