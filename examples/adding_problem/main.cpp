@@ -17,15 +17,12 @@
 
 #include "adding.hpp"
 #include "cellgrad/optim/optim.hpp"
+#include "progress.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-/// Seconds elapsed since `start`.
-double seconds_since(Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-}
+using examples::Clock;
+using examples::seconds_since;
 
 /// Everything the program takes.
 struct Arguments {
@@ -45,44 +42,6 @@ struct Arguments {
     double target = 0.01;
     bool stop_at_target = false;
     double max_seconds = 0;
-};
-
-/// Prints progress on one updating line on a terminal, or every 5% as plain lines otherwise.
-class Progress {
-  public:
-    /// Progress towards `total` steps.
-    explicit Progress(std::int64_t total) : total_(total), terminal_(isatty(fileno(stderr)) != 0) {}
-    /// Shows step, smoothed train MSE, last test MSE against the baseline, steps/s and ETA.
-    void show(std::int64_t step, double train_mse, double test_mse, double steps_per_second,
-              bool force) {
-        const int width = 24;
-        const int filled = total_ > 0 ? int(width * step / total_) : width;
-        const std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
-        const double eta = double(total_ - step) / std::max(steps_per_second, 1e-9);
-        const std::string line = fmt::format(
-            "[{}] step {}/{} train MSE {:.4f} test MSE {:.4f} (baseline {:.4f}) {:.1f} steps/s "
-            "ETA {:.0f}s",
-            bar, step, total_, train_mse, test_mse, adding::baseline_mse, steps_per_second, eta);
-        if (terminal_) {
-            fmt::print(stderr, "\r{}\033[K", line);
-            if (step == total_) {
-                fmt::print(stderr, "\n");
-            }
-        } else if (force || step == total_ || step % std::max<std::int64_t>(1, total_ / 20) == 0) {
-            fmt::print(stderr, "{}\n", line);
-        }
-        std::fflush(stderr);
-    }
-    /// Ends an updating line early (the run stopped before `total`).
-    void finish() const {
-        if (terminal_) {
-            fmt::print(stderr, "\n");
-        }
-    }
-
-  private:
-    std::int64_t total_;
-    bool terminal_;
 };
 
 /// Trains as `args` says and prints the JSON summary; returns the exit code.
@@ -128,7 +87,7 @@ int run(const Arguments& args) {
 
     const auto start = Clock::now();
     cellgrad::Tape<T> tape;
-    Progress progress(args.steps);
+    const examples::ProgressLine progress(args.steps);
     double smoothed = std::numeric_limits<double>::quiet_NaN();
     double interval_sum = 0;
     std::int64_t interval_count = 0;
@@ -184,7 +143,13 @@ int run(const Arguments& args) {
                 seconds_to_target = seconds_since(start);
             }
         }
-        progress.show(step, smoothed, test_mse, double(step) / seconds_since(start), evaluate_now);
+        const double steps_per_second = double(step) / seconds_since(start);
+        progress.show(step,
+                      fmt::format("train MSE {:.4f} test MSE {:.4f} (baseline {:.4f}) {:.1f} "
+                                  "steps/s ETA {:.0f}s",
+                                  smoothed, test_mse, adding::baseline_mse, steps_per_second,
+                                  double(args.steps - step) / std::max(steps_per_second, 1e-9)),
+                      evaluate_now);
         if (steps_to_target >= 0 && args.stop_at_target) {
             stopped = "target";
             break;

@@ -11,14 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include "char_rnn.hpp"
+#include "progress.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-}
+using examples::Clock;
+using examples::seconds_since;
 
 /// Everything the train subcommand takes.
 struct TrainArguments {
@@ -33,36 +31,6 @@ struct TrainArguments {
     std::string best;
     std::string init;
     std::string resume;
-};
-
-/// Prints progress on one updating line on a terminal, or as plain lines otherwise.
-class Progress {
-  public:
-    explicit Progress(std::int64_t total) : total_(total), terminal_(isatty(fileno(stderr)) != 0) {}
-    /// Shows step, smoothed loss, last validation bits/char, tokens/s and ETA.
-    void show(std::int64_t step, double loss, double val_bits, double tokens_per_second,
-              double eta_seconds, bool force) {
-        const int width = 24;
-        const int filled = total_ > 0 ? int(width * step / total_) : width;
-        const std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
-        const std::string val = std::isnan(val_bits) ? "  -  " : fmt::format("{:.3f}", val_bits);
-        const std::string line =
-            fmt::format("[{}] step {}/{} loss {:.4f} val {} bits/char {:.0f} tok/s ETA {:.0f}s",
-                        bar, step, total_, loss, val, tokens_per_second, eta_seconds);
-        if (terminal_) {
-            fmt::print(stderr, "\r{}\033[K", line);
-            if (step == total_) {
-                fmt::print(stderr, "\n");
-            }
-        } else if (force || step == total_ || step % std::max<std::int64_t>(1, total_ / 20) == 0) {
-            fmt::print(stderr, "{}\n", line);
-        }
-        std::fflush(stderr);
-    }
-
-  private:
-    std::int64_t total_;
-    bool terminal_;
 };
 
 int run_train(const TrainArguments& args) {
@@ -115,7 +83,7 @@ int run_train(const TrainArguments& args) {
     const std::int64_t first_step = trainer.step();
     const std::int64_t last_step = first_step + args.steps;
     const double tokens_per_step = double(args.train.seq * args.train.batch);
-    Progress progress(last_step);
+    const examples::ProgressLine progress(last_step);
     auto validate = [&] {
         if (val_part.size() < 2) {
             return;
@@ -148,7 +116,12 @@ int run_train(const TrainArguments& args) {
         const double done = double(trainer.step() - first_step);
         const double rate = done * tokens_per_step / std::max(train_seconds, 1e-9);
         const double eta = seconds_since(start) / done * double(last_step - trainer.step());
-        progress.show(trainer.step(), smoothed_loss, val_nats / std::numbers::ln2, rate, eta,
+        const std::string val = std::isnan(val_nats)
+                                    ? std::string("  -  ")
+                                    : fmt::format("{:.3f}", val_nats / std::numbers::ln2);
+        progress.show(trainer.step(),
+                      fmt::format("loss {:.4f} val {} bits/char {:.0f} tok/s ETA {:.0f}s",
+                                  smoothed_loss, val, rate, eta),
                       evaluate_now);
     }
     if (args.eval_every <= 0 && val_part.size() >= 2) {

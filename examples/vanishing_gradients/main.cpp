@@ -24,17 +24,14 @@
 
 #include "adding.hpp"
 #include "cellgrad/optim/optim.hpp"
+#include "progress.hpp"
 
 namespace {
 
 using T = double;
-using Clock = std::chrono::steady_clock;
+using examples::Clock;
+using examples::seconds_since;
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
-
-/// Seconds elapsed since `start`.
-double seconds_since(Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 /// Everything the program takes.
 struct Arguments {
