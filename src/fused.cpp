@@ -176,6 +176,14 @@ std::size_t lstm_hidden_size(const char* op, const Var<T>& pre_activations, cons
     return sc.cols;
 }
 
+/// Gradient buffer of the (B, 4H) pre-activations for an LSTM node's backward: the real one, or a
+/// scratch buffer when they need no gradient, so that the row kernels stay branch-free.
+template <class T>
+View<T> gates_gradient(Tape<T>& tape, NodeId pre_activations, std::size_t rows, std::size_t H) {
+    return tape.node(pre_activations).requires_grad ? tape.grad_for_update(pre_activations)
+                                                    : tape.allocate(rows, 4 * H);
+}
+
 } // namespace
 
 template <class T>
@@ -200,9 +208,7 @@ Var<T> lstm_cell_state(const Var<T>& pre_activations, const Var<T>& c) {
         const View<const T> dc_new = node.grad;
         const View<const T> saved = node.saved;
         const View<const T> c = tape.node(in[1]).value;
-        // A scratch buffer when the pre-activations need no gradient keeps the kernel branch-free.
-        const View<T> da = tape.node(in[0]).requires_grad ? tape.grad_for_update(in[0])
-                                                          : tape.allocate(dc_new.rows, 4 * H);
+        const View<T> da = gates_gradient(tape, in[0], dc_new.rows, H);
         const View<T> dc = c_needs ? tape.grad_for_update(in[1]) : View<T>{};
         for_each_row(dc_new.rows, 6 * H, [&](std::size_t r) {
             lstm_cell_backward_row<T>(dc_new.row(r), saved.row(r), c.row(r), da.row(r),
@@ -234,8 +240,7 @@ Var<T> lstm_hidden_state(const Var<T>& pre_activations, const Var<T>& c_new) {
         const std::size_t H = node.value.cols;
         const View<const T> dh = node.grad;
         const View<const T> saved = node.saved;
-        const View<T> da = tape.node(in[0]).requires_grad ? tape.grad_for_update(in[0])
-                                                          : tape.allocate(dh.rows, 4 * H);
+        const View<T> da = gates_gradient(tape, in[0], dh.rows, H);
         const View<T> dc = c_needs ? tape.grad_for_update(in[1]) : View<T>{};
         for_each_row(dh.rows, 4 * H, [&](std::size_t r) {
             lstm_hidden_backward_row<T>(dh.row(r), saved.row(r), da.row(r) + 3 * H,
