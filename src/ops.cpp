@@ -429,9 +429,8 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
                              fresh ? T(0) : T(1)); // dX (n, in) = dY W
         }
         if (tape.node(in[1]).requires_grad) {
-            const View<T> dw = tape.grad_for_overwrite(in[1], fresh);
-            kernels::gemm<T>(dy, true, tape.node(in[0]).value, false, dw, T(1),
-                             fresh ? T(0) : T(1)); // dW (out, in) = dY^T X
+            // dW (out, in) += dY^T X, summed with the weight's other uses in one GEMM.
+            tape.defer_weight_gradient(in[1], dy, tape.node(in[0]).value);
         }
         if (in.size() == 3 && tape.node(in[2]).requires_grad) {
             accumulate_into(tape, in[2], dy.shape(),

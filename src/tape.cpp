@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels.hpp"
+
 namespace cellgrad {
 
 namespace {
@@ -312,7 +314,9 @@ void Tape<T>::backward(const Var<T>& output, const Tensor<T>& seed) {
         if (node.parameter == nullptr) {
             node.grad = View<T>{};
         }
+        node.has_deferred = false;
     }
+    deferred_.clear();
     const View<T> grad = grad_for_update(output.id());
     for (std::size_t r = 0; r < grad.rows; ++r) {
         for (std::size_t c = 0; c < grad.cols; ++c) {
@@ -326,6 +330,9 @@ template <class T>
 void Tape<T>::run_backward(NodeId from) {
     for (std::int64_t id = from; id >= 0; --id) {
         const Node<T>& node = nodes_[static_cast<NodeId>(id)];
+        if (node.has_deferred) {
+            flush_deferred(static_cast<NodeId>(id));
+        }
         if (node.backward == nullptr || node.grad.data == nullptr) {
             continue;
         }
@@ -342,6 +349,52 @@ void Tape<T>::run_backward(NodeId from) {
                 }
             }
         }
+    }
+}
+
+template <class T>
+void Tape<T>::defer_weight_gradient(NodeId weight, View<const T> dy, View<const T> x) {
+    nodes_[weight].has_deferred = true;
+    deferred_.push_back({weight, dy, x});
+}
+
+template <class T>
+void Tape<T>::flush_deferred(NodeId weight) {
+    nodes_[weight].has_deferred = false;
+    std::vector<DeferredProduct> pieces;
+    std::erase_if(deferred_, [&](const DeferredProduct& product) {
+        if (product.weight != weight) {
+            return false;
+        }
+        pieces.push_back(product);
+        return true;
+    });
+    bool fresh = false;
+    const View<T> dw = grad_for_overwrite(weight, fresh);
+    const T beta = fresh ? T(0) : T(1);
+    if (pieces.size() == 1) {
+        kernels::gemm<T>(pieces[0].dy, true, pieces[0].x, false, dw, T(1), beta);
+    } else if (!pieces.empty()) {
+        // Stack the pieces' rows and sum them in one GEMM: dW = [dy_1; ...; dy_n]^T [x_1; ...].
+        std::vector<std::size_t> first_row(pieces.size() + 1, 0);
+        for (std::size_t i = 0; i < pieces.size(); ++i) {
+            first_row[i + 1] = first_row[i] + pieces[i].dy.rows;
+        }
+        const View<T> dy_all = allocate(first_row.back(), dw.rows);
+        const View<T> x_all = allocate(first_row.back(), dw.cols);
+        parallel_chunks(pieces.size(), 1, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t i = begin; i < end; ++i) {
+                const std::size_t rows = pieces[i].dy.rows;
+                copy<T>(pieces[i].dy, {dy_all.row(first_row[i]), rows, dy_all.cols, dy_all.cols});
+                copy<T>(pieces[i].x, {x_all.row(first_row[i]), rows, x_all.cols, x_all.cols});
+            }
+        });
+        kernels::gemm<T>(dy_all, true, x_all, false, dw, T(1), beta);
+    }
+    if (anomaly_mode && !all_finite<T>(dw)) {
+        throw Error(fmt::format("anomaly: the weight gradient of {} summed over {} uses has a NaN "
+                                "or Inf (shape {})",
+                                describe(weight), pieces.size(), dw.shape()));
     }
 }
 
@@ -366,6 +419,7 @@ void Tape<T>::check_forward(NodeId id) const {
 template <class T>
 void Tape<T>::clear() {
     nodes_.clear();
+    deferred_.clear();
     input_ids_.clear();
     values_.reset();
     indices_.reset();

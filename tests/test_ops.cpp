@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <random>
 #include <string>
 #include <utility>
@@ -439,6 +440,69 @@ TEST_CASE("linear: with and without bias, values and gradients") {
         {&x, &w, &b});
     check_gradients([&](Tape<double>& t) { return weighted_sum(linear(t.param(x), t.param(w))); },
                     {&x, &w});
+}
+
+TEST_CASE("linear: a weight shared by many uses gets the sum of every use's dY^T X") {
+    // W feeds four linears (summed in one stacked GEMM at W's leaf), a matmul (added directly)
+    // and, through V = 2W, two more linears (summed at V's node before V's own backward).
+    Parameter<double> w("w", random_matrix(5, 3, 41));
+    std::vector<std::unique_ptr<Parameter<double>>> xs;
+    for (const std::size_t rows : {2, 1, 3, 2, 4, 1, 2}) {
+        xs.push_back(std::make_unique<Parameter<double>>(fmt::format("x{}", xs.size()),
+                                                         random_matrix(rows, 3, 50 + xs.size())));
+    }
+    Matrix expected(5, 3);
+    // d/dW of sum(R .* y) for y = x W^T is R^T x; for y = x (2W)^T it is 2 R^T x.
+    const auto add_product = [&](std::size_t i, std::uint64_t seed, double factor) {
+        const Matrix& x = xs[i]->value;
+        const Matrix r = random_matrix(x.rows(), 5, seed);
+        for (std::size_t o = 0; o < 5; ++o) {
+            for (std::size_t c = 0; c < 3; ++c) {
+                for (std::size_t k = 0; k < x.rows(); ++k) {
+                    expected(o, c) += factor * r(k, o) * x(k, c);
+                }
+            }
+        }
+    };
+    Tape<double> tape;
+    const Var<double> weight = tape.param(w);
+    const Var<double> doubled = scale(weight, 2.0);
+    Var<double> loss = weighted_sum(matmul(tape.param(*xs[4]), weight, false, true), 104);
+    add_product(4, 104, 1.0);
+    for (const std::size_t i : {0, 1, 2, 3}) {
+        loss = add(loss, weighted_sum(linear(tape.param(*xs[i]), weight), 100 + i));
+        add_product(i, 100 + i, 1.0);
+    }
+    for (const std::size_t i : {5, 6}) {
+        loss = add(loss, weighted_sum(linear(tape.param(*xs[i]), doubled), 100 + i));
+        add_product(i, 100 + i, 2.0);
+    }
+    tape.backward(loss);
+    check_values<double>(w.grad.view(), expected);
+    // A second backward adds the same again into the parameter's gradient.
+    tape.backward(loss);
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+        expected.data()[i] *= 2.0;
+    }
+    check_values<double>(w.grad.view(), expected);
+
+    std::vector<Parameter<double>*> targets{&w};
+    for (const auto& x : xs) {
+        targets.push_back(x.get());
+    }
+    const GradCheckReport report = grad_check(
+        [&](Tape<double>& t) {
+            const Var<double> shared = t.param(w);
+            Var<double> total = sum(linear(t.param(*xs[0]), shared));
+            for (std::size_t i = 1; i < xs.size(); ++i) {
+                total = add(total, weighted_sum(linear(t.param(*xs[i]), shared), 200 + i));
+            }
+            return total;
+        },
+        targets);
+    INFO(report.summary());
+    CHECK(report.passed);
+    CHECK(report.max_rel_error < 1e-6);
 }
 
 // ---- slicing, concatenation, gathering -------------------------------------------------------

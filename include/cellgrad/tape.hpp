@@ -76,6 +76,7 @@ struct Node {
     std::uint32_t input_count = 0;
     std::uint32_t label = 0; ///< 0 = no label
     bool requires_grad = false;
+    bool has_deferred = false;         ///< weight-gradient products queued for this node (see Tape)
     double scalars[2] = {0, 0};        ///< op attributes (scale, offset, ...)
     std::int64_t integers[2] = {0, 0}; ///< op attributes (offsets, flags, ...)
     View<T> saved;       ///< tensor kept by forward for backward (e.g. softmax probabilities)
@@ -204,6 +205,11 @@ class Tape {
     /// The node's gradient for a backward that covers every element: on first use it is left
     /// uninitialised and `fresh` is set, so the caller writes (=) instead of adding (+=).
     View<T> grad_for_overwrite(NodeId id, bool& fresh);
+    /// Queues dW += dy^T x into the gradient of node `weight` (a linear's weight gradient). The
+    /// reverse pass reaches `weight` after every node that uses it, and sums all products queued
+    /// for it there as one GEMM over their stacked rows: T per-step (B, in) products of a
+    /// recurrent weight become one with T*B rows. dy and x must stay unchanged until then.
+    void defer_weight_gradient(NodeId weight, View<const T> dy, View<const T> x);
     /// Uninitialised (rows, cols) buffer that lives until clear().
     View<T> allocate(std::size_t rows, std::size_t cols);
     /// Uninitialised index buffer that lives until clear().
@@ -224,7 +230,15 @@ class Tape {
   private:
     NodeId push_node(Node<T> node, std::span<const Var<T>> inputs);
     void run_backward(NodeId from);
+    void flush_deferred(NodeId weight);
+    /// One queued weight-gradient product dW += dy^T x.
+    struct DeferredProduct {
+        NodeId weight;
+        View<const T> dy;
+        View<const T> x;
+    };
     std::vector<Node<T>> nodes_;
+    std::vector<DeferredProduct> deferred_;
     std::vector<NodeId> input_ids_;
     Arena<T> values_;
     Arena<std::int32_t> indices_;
