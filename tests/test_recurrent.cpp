@@ -415,6 +415,101 @@ TEST_CASE("recurrent: float64 gradient check, 2 layers, bidirectional, h0/c0, le
     }
 }
 
+TEST_CASE("recurrent: forward_tokens equals embedding then forward, values and gradients") {
+    // 7 steps of 4 sequences: a 5-row table is projected then gathered (5 < 28 rows), a 40-row
+    // one is gathered then projected; both must equal gather_rows + forward to rounding.
+    for (const std::string kind : {"rnn", "lstm", "gru"}) {
+        for (const std::size_t vocabulary : {5, 40}) {
+            std::mt19937_64 rng(17);
+            auto layer = make_layer(kind, small_options(2, true), rng);
+            SequenceData data = make_data(*layer, 7, {7, 3, 1, 5}, 18);
+            Parameter<double> table("table", uniform_tensor<double>(vocabulary, kInput, 1.0, rng));
+            std::vector<std::int32_t> tokens(7 * 4);
+            for (std::size_t i = 0; i < tokens.size(); ++i) {
+                tokens[i] = static_cast<std::int32_t>((i * 7 + i / 3) % vocabulary);
+            }
+            std::vector<Parameter<double>*> targets = layer->parameters();
+            targets.push_back(&table);
+            for (Parameter<double>* target : data.targets()) {
+                if (target != data.x.get()) {
+                    targets.push_back(target);
+                }
+            }
+            const auto loss = [&](Tape<double>& tape, bool from_tokens) {
+                const Var<double> rows = tape.param(table);
+                const RecurrentOutput<double> out =
+                    from_tokens ? layer->forward_tokens(rows, tokens, 4,
+                                                        initial_on_tape(tape, data), data.lengths)
+                                : layer->forward(gather_rows(rows, tokens), 4,
+                                                 initial_on_tape(tape, data), data.lengths);
+                return std::make_pair(sequence_loss(tape, out, data), out);
+            };
+            const auto gradients = [&](bool from_tokens, double& loss_value,
+                                       std::vector<Tensor<double>>& outputs) {
+                for (Parameter<double>* target : targets) {
+                    target->grad.fill(0.0);
+                }
+                Tape<double> tape;
+                const auto [total, out] = loss(tape, from_tokens);
+                tape.backward(total);
+                loss_value = total.item();
+                outputs = {out.output.value_tensor()};
+                for (const auto& state : out.final_state) {
+                    for (const Var<double>& part : state) {
+                        outputs.push_back(part.value_tensor());
+                    }
+                }
+                std::vector<Tensor<double>> grads;
+                for (Parameter<double>* target : targets) {
+                    grads.push_back(target->grad);
+                }
+                return grads;
+            };
+            double tokens_loss = 0, gathered_loss = 0;
+            std::vector<Tensor<double>> tokens_outputs, gathered_outputs;
+            const auto tokens_grads = gradients(true, tokens_loss, tokens_outputs);
+            const auto gathered_grads = gradients(false, gathered_loss, gathered_outputs);
+            INFO(kind << " with a " << vocabulary << "-row table");
+            CHECK(std::abs(tokens_loss - gathered_loss) < 1e-12);
+            REQUIRE(tokens_outputs.size() == gathered_outputs.size());
+            for (std::size_t i = 0; i < tokens_outputs.size(); ++i) {
+                CHECK(max_abs_difference<double>(tokens_outputs[i].view(),
+                                                 gathered_outputs[i].view()) < 1e-12);
+            }
+            for (std::size_t i = 0; i < targets.size(); ++i) {
+                INFO(targets[i]->name);
+                CHECK(max_abs_difference<double>(tokens_grads[i].view(), gathered_grads[i].view()) <
+                      1e-12);
+                const Tensor<double> zeros(tokens_grads[i].rows(), tokens_grads[i].cols());
+                CHECK(max_abs_difference<double>(tokens_grads[i].view(), zeros.view()) >
+                      1e-6); // every target gets a gradient
+            }
+            if (vocabulary == 5) {
+                GradCheckOptions options;
+                options.eps = 1e-5;
+                const GradCheckReport report = grad_check(
+                    [&](Tape<double>& tape) { return loss(tape, true).first; }, targets, options);
+                INFO(report.summary());
+                CHECK(report.passed);
+                CHECK(report.max_rel_error < 1e-6);
+            }
+        }
+    }
+    std::mt19937_64 rng(19);
+    LSTM<double> lstm(small_options(1, false), rng);
+    Tape<double> tape;
+    const Var<double> table = tape.constant(Tensor<double>(5, kInput));
+    const std::vector<std::int32_t> seven(7, 0), outside{0, 5};
+    std::string m = error_message([&] { lstm.forward_tokens(table, seven, 2); });
+    CHECK(m.find("lstm: forward_tokens") != std::string::npos);
+    CHECK(m.find("7 tokens") != std::string::npos);
+    m = error_message(
+        [&] { lstm.forward_tokens(tape.constant(Tensor<double>(5, 2)), outside, 2); });
+    CHECK(m.find("(5, 2)") != std::string::npos);
+    m = error_message([&] { lstm.forward_tokens(table, outside, 2); });
+    CHECK(m.find("gather_rows: index 5") != std::string::npos);
+}
+
 TEST_CASE("recurrent: padded batch equals each sequence run alone, outputs and gradients") {
     for (const std::string kind : {"gru", "lstm"}) {
         for (const bool bidirectional : {false, true}) {

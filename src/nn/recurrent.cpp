@@ -69,16 +69,41 @@ template <class T>
 RecurrentOutput<T> Recurrent<T>::forward(const Var<T>& input, std::size_t batch,
                                          const RecurrentState<T>& initial,
                                          std::span<const std::int32_t> lengths) {
-    Tape<T>& tape = input.tape();
     const Shape shape = input.shape();
-    const std::size_t H = options_.hidden_size;
     if (batch == 0 || shape.rows == 0 || shape.rows % batch != 0 ||
         shape.cols != options_.input_size) {
         throw Error(fmt::format("{}: input {} must be (T*B, {}) with T >= 1 steps of B = {} "
                                 "sequences stacked time-major",
                                 kind_, shape, options_.input_size, batch));
     }
-    const std::size_t steps = shape.rows / batch;
+    return run(&input, nullptr, {}, batch, initial, lengths);
+}
+
+template <class T>
+RecurrentOutput<T> Recurrent<T>::forward_tokens(const Var<T>& table,
+                                                std::span<const std::int32_t> tokens,
+                                                std::size_t batch, const RecurrentState<T>& initial,
+                                                std::span<const std::int32_t> lengths) {
+    const Shape shape = table.shape();
+    if (batch == 0 || tokens.empty() || tokens.size() % batch != 0 ||
+        shape.cols != options_.input_size) {
+        throw Error(fmt::format("{}: forward_tokens needs a (V, {}) table and T*B tokens with "
+                                "T >= 1 steps of B = {} sequences; got table {} and {} tokens",
+                                kind_, options_.input_size, batch, shape, tokens.size()));
+    }
+    return run(nullptr, &table, tokens, batch, initial, lengths);
+}
+
+template <class T>
+RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
+                                     std::span<const std::int32_t> tokens, std::size_t batch,
+                                     const RecurrentState<T>& initial,
+                                     std::span<const std::int32_t> lengths) {
+    Tape<T>& tape = input != nullptr ? input->tape() : table->tape();
+    const std::size_t H = options_.hidden_size;
+    const std::size_t steps = (input != nullptr ? input->shape().rows : tokens.size()) / batch;
+    // Project the table's rows and gather them only when the table has fewer rows than the input.
+    const bool project_table = table != nullptr && table->shape().rows < tokens.size();
     if (!lengths.empty()) {
         if (lengths.size() != batch) {
             throw Error(
@@ -129,7 +154,9 @@ RecurrentOutput<T> Recurrent<T>::forward(const Var<T>& input, std::size_t batch,
     RecurrentOutput<T> result;
     result.states.resize(cells_.size());
     result.final_state.resize(cells_.size());
-    Var<T> layer_input = input;
+    Var<T> layer_input = input != nullptr ? *input
+                         : project_table  ? Var<T>{}
+                                          : gather_rows(*table, tokens);
     for (std::size_t layer = 0; layer < options_.num_layers; ++layer) {
         if (layer > 0 && training_ && options_.dropout > 0.0) {
             layer_input = dropout(layer_input, options_.dropout, dropout_rng_);
@@ -141,7 +168,9 @@ RecurrentOutput<T> Recurrent<T>::forward(const Var<T>& input, std::size_t batch,
             LabelScope<T> layer_label(
                 tape, fmt::format("{}.l{}.{}", kind_, layer, direction == 0 ? "fwd" : "bwd"));
             cell.attach(tape);
-            const Var<T> projected = cell.project_inputs(layer_input); // (T*B, P)
+            const Var<T> projected = layer == 0 && project_table
+                                         ? gather_rows(cell.project_inputs(*table), tokens)
+                                         : cell.project_inputs(layer_input); // (T*B, P)
             std::vector<Var<T>> state;
             if (initial.empty()) {
                 const Var<T> zeros = tape.constant(Tensor<T>(batch, H));

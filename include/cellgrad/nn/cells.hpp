@@ -28,7 +28,9 @@ class Cell : public Module<T> {
     virtual std::size_t state_size() const { return 1; }
     /// Records the parameters on `tape` for the steps that follow (call once per sequence run).
     virtual void attach(Tape<T>& tape) = 0;
-    /// Input-only part of all T steps at once, (T*B, in) -> (T*B, P); default: x unchanged.
+    /// Input-only part of all T steps at once, (T*B, in) -> (T*B, P), row by row (output row r
+    /// depends on input row r only; Recurrent::forward_tokens relies on it); default: x
+    /// unchanged.
     virtual Var<T> project_inputs(const Var<T>& x) { return x; }
     /// One step: projected input (B, P) and the state -> the new state (h first).
     virtual std::vector<Var<T>> step(const Var<T>& projected_input,

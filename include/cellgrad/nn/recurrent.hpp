@@ -71,6 +71,13 @@ class Recurrent : public Module<T> {
     RecurrentOutput<T> forward(const Var<T>& input, std::size_t batch,
                                const RecurrentState<T>& initial = {},
                                std::span<const std::int32_t> lengths = {});
+    /// Runs the layer on embedded tokens: input row r is row tokens[r] of `table` (V, input_size),
+    /// tokens time-major (T*B). When V < T*B the first layer projects the V table rows once and
+    /// gathers the projections: the same values and gradients as forward(gather_rows(table,
+    /// tokens), ...) with V-row instead of T*B-row input GEMMs.
+    RecurrentOutput<T> forward_tokens(const Var<T>& table, std::span<const std::int32_t> tokens,
+                                      std::size_t batch, const RecurrentState<T>& initial = {},
+                                      std::span<const std::int32_t> lengths = {});
     /// Dropout between layers is applied only while training (default: true).
     void set_training(bool training) { training_ = training; }
     /// True while training.
@@ -91,6 +98,11 @@ class Recurrent : public Module<T> {
     std::mt19937_64& dropout_rng() { return dropout_rng_; }
 
   private:
+    /// forward() and forward_tokens(): `input` (T*B, input_size), or null with `table` and
+    /// `tokens` set.
+    RecurrentOutput<T> run(const Var<T>* input, const Var<T>* table,
+                           std::span<const std::int32_t> tokens, std::size_t batch,
+                           const RecurrentState<T>& initial, std::span<const std::int32_t> lengths);
     std::string kind_;
     RecurrentOptions options_;
     std::vector<std::unique_ptr<Cell<T>>> cells_;
