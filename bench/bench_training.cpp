@@ -67,12 +67,19 @@ std::size_t gate_count(const std::string& cell) {
     throw cellgrad::Error(fmt::format("unknown cell '{}': expected lstm, gru or rnn", cell));
 }
 
-/// GEMM FLOPs of one training step: forward 2*T*B*(in*GH + H*GH + H*V), backward twice that.
-double step_flops(const StepShape& s) {
+/// Rows of the input-projection GEMMs: T*B embedded rows, or the V table rows when the step
+/// projects the embedding table (Recurrent::forward_tokens does when V < T*B).
+std::size_t input_rows(const StepShape& s, bool project_table) {
+    return project_table ? std::min(s.vocab, s.steps * s.batch) : s.steps * s.batch;
+}
+
+/// GEMM FLOPs of one training step: forward 2*(R*in*GH + T*B*(H*GH + H*V)) with R input rows,
+/// backward twice that.
+double step_flops(const StepShape& s, bool project_table) {
     const double gh = double(gate_count(s.cell)) * double(s.hidden);
-    const double forward =
-        2.0 * double(s.steps) * double(s.batch) *
-        (double(s.input) * gh + double(s.hidden) * gh + double(s.hidden) * double(s.vocab));
+    const double forward = 2.0 * double(input_rows(s, project_table)) * double(s.input) * gh +
+                           2.0 * double(s.steps) * double(s.batch) *
+                               (double(s.hidden) * gh + double(s.hidden) * double(s.vocab));
     return 3.0 * forward;
 }
 
@@ -89,11 +96,12 @@ double median(std::vector<double> samples) {
 /// The cellgrad model + SGD; step() is Trainer::train_step without clipping or carried state.
 class CellgradStep : public bench::TrainingStep {
   public:
-    /// Builds embedding, sequence layer and decoder from `seed` and an SGD over all of them.
+    /// Builds embedding, sequence layer and decoder from `seed` and an SGD over all of them;
+    /// `from_tokens` feeds the layer with forward_tokens (else forward on the embedded rows).
     CellgradStep(const StepShape& shape, std::vector<std::int32_t> inputs,
-                 std::vector<std::int32_t> targets, double lr, std::uint64_t seed)
-        : shape_(shape), rng_(seed), embedding_(shape.vocab, shape.input, rng_, "embedding."),
-          rnn_(make_layer(shape, rng_)),
+                 std::vector<std::int32_t> targets, double lr, std::uint64_t seed, bool from_tokens)
+        : shape_(shape), from_tokens_(from_tokens), rng_(seed),
+          embedding_(shape.vocab, shape.input, rng_, "embedding."), rnn_(make_layer(shape, rng_)),
           decoder_(shape.hidden, shape.vocab, rng_, true, "decoder."),
           sgd_(parameters(), cellgrad::SGDOptions{.lr = lr}), inputs_(std::move(inputs)),
           targets_(std::move(targets)) {}
@@ -101,9 +109,11 @@ class CellgradStep : public bench::TrainingStep {
     /// One full training step on the fixed batch.
     double step() override {
         tape_.clear();
-        const Var<float> embedded = embedding_.forward(tape_, inputs_); // (T*B, E)
-        const nn::RecurrentOutput<float> output = rnn_->forward(embedded, shape_.batch);
-        const Var<float> logits = decoder_.forward(output.output); // (T*B, V)
+        const nn::RecurrentOutput<float> output =
+            from_tokens_
+                ? rnn_->forward_tokens(tape_.param(embedding_.weight), inputs_, shape_.batch)
+                : rnn_->forward(embedding_.forward(tape_, inputs_), shape_.batch); // (T*B, E)
+        const Var<float> logits = decoder_.forward(output.output);                 // (T*B, V)
         const Var<float> loss = cellgrad::cross_entropy<float>(logits, targets_);
         sgd_.zero_grad();
         tape_.backward(loss);
@@ -142,6 +152,7 @@ class CellgradStep : public bench::TrainingStep {
     }
 
     StepShape shape_;
+    bool from_tokens_;
     std::mt19937_64 rng_;
     nn::Embedding<float> embedding_;
     std::unique_ptr<nn::Recurrent<float>> rnn_;
@@ -164,26 +175,28 @@ struct Gemm {
 ///
 /// The recurrence forces the per-step GEMMs (h W_hh^T forward, dG W_hh backward: T calls of
 /// (B x H)(H x GH) and (B x GH)(GH x H)); everything else is one big GEMM over all T*B rows
-/// (input projection, its dX and dW, dW_hh = dG^T H, the decoder and its dX and dW).
+/// (dW_hh = dG^T H, the decoder and its dX and dW) or over the R input rows (input projection,
+/// its dX and dW: R = T*B, or V when the embedding table is projected).
 class GemmSet {
   public:
     /// Lays out the calls and allocates random operands large enough for each.
-    explicit GemmSet(const StepShape& s) {
+    GemmSet(const StepShape& s, bool project_table) {
         const std::size_t tb = s.steps * s.batch;
+        const std::size_t rows = input_rows(s, project_table);
         const std::size_t gh = gate_count(s.cell) * s.hidden;
         const std::size_t h = s.hidden;
         const std::size_t v = s.vocab;
         const std::size_t in = s.input;
         calls_ = {
-            {CblasNoTrans, CblasTrans, tb, gh, in, 1},             // X W_ih^T
+            {CblasNoTrans, CblasTrans, rows, gh, in, 1},           // X W_ih^T
             {CblasNoTrans, CblasTrans, s.batch, gh, h, s.steps},   // h_t W_hh^T, per step
             {CblasNoTrans, CblasTrans, tb, v, h, 1},               // H W_dec^T
             {CblasNoTrans, CblasNoTrans, tb, h, v, 1},             // dH = dY W_dec
             {CblasTrans, CblasNoTrans, v, h, tb, 1},               // dW_dec = dY^T H
             {CblasNoTrans, CblasNoTrans, s.batch, h, gh, s.steps}, // dh_t = dG_t W_hh, per step
             {CblasTrans, CblasNoTrans, gh, h, tb, 1},              // dW_hh = dG^T H_prev
-            {CblasNoTrans, CblasNoTrans, tb, in, gh, 1},           // dX = dG W_ih
-            {CblasTrans, CblasNoTrans, gh, in, tb, 1},             // dW_ih = dG^T X
+            {CblasNoTrans, CblasNoTrans, rows, in, gh, 1},         // dX = dG W_ih
+            {CblasTrans, CblasNoTrans, gh, in, rows, 1},           // dW_ih = dG^T X
         };
         std::size_t largest = 0;
         for (const Gemm& call : calls_) {
@@ -263,9 +276,12 @@ struct Row {
     std::string cell;
     int threads = 0;
     double tokens = 0;
-    double flops = 0;
-    double cellgrad_seconds = 0;
+    double flops = 0;            ///< GEMM FLOPs of the step on T*B embedded rows (LibTorch's)
+    double projected_flops = 0;  ///< the same with the embedding table projected (forward_tokens)
+    double cellgrad_seconds = 0; ///< forward_tokens
+    double cellgrad_embedded_seconds = 0; ///< forward on the embedded rows
     double sgemm_seconds = 0;
+    double sgemm_projected_seconds = 0;
     std::vector<std::pair<std::string, double>> torch_seconds; ///< per split, median
     std::size_t timed = 0;
 };
@@ -329,6 +345,7 @@ struct Options {
     double lr = 0.01;
     std::uint64_t seed = 1;
     bool torch = true;
+    std::string only; ///< run only the contender of this name (for profiling); empty: all
 };
 
 /// Measures one (config, cell, threads) row: cellgrad, each LibTorch split and the sgemm set.
@@ -344,12 +361,20 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
         targets[i] = token(rng);
     }
 
+    // When V >= T*B forward_tokens gathers first, so both cellgrad paths are the same step.
+    const bool projects_table = input_rows(shape, true) < tokens;
     std::vector<Contender> contenders;
-    auto cellgrad_step =
-        std::make_shared<CellgradStep>(shape, inputs, targets, options.lr, options.seed);
-    contenders.emplace_back(
-        "cellgrad", [threads] { cellgrad::set_num_threads(threads); },
-        [cellgrad_step] { return cellgrad_step->step(); });
+    for (const bool from_tokens : {true, false}) {
+        if (!from_tokens && !projects_table) {
+            continue;
+        }
+        auto cellgrad_step = std::make_shared<CellgradStep>(shape, inputs, targets, options.lr,
+                                                            options.seed, from_tokens);
+        contenders.emplace_back(
+            from_tokens ? "cellgrad" : "cellgrad-embedded",
+            [threads] { cellgrad::set_num_threads(threads); },
+            [cellgrad_step] { return cellgrad_step->step(); });
+    }
 #ifdef CELLGRAD_BENCH_WITH_TORCH
     if (options.torch) {
         for (const Split split : splits_for(threads)) {
@@ -366,11 +391,28 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
         }
     }
 #endif
-    auto gemms = std::make_shared<GemmSet>(shape);
-    contenders.emplace_back(
-        "sgemm", [threads] { openblas_set_num_threads(threads); },
-        [gemms] { return gemms->run(); });
+    std::vector<std::shared_ptr<GemmSet>> gemm_sets;
+    for (const bool project_table : {false, true}) {
+        if (project_table && !projects_table) {
+            continue;
+        }
+        gemm_sets.push_back(std::make_shared<GemmSet>(shape, project_table));
+        contenders.emplace_back(
+            project_table ? "sgemm-projected" : "sgemm",
+            [threads] { openblas_set_num_threads(threads); },
+            [gemms = gemm_sets.back()] { return gemms->run(); });
+    }
 
+    if (!options.only.empty()) {
+        std::erase_if(contenders, [&](const Contender& c) { return c.name != options.only; });
+        if (contenders.empty()) {
+            throw cellgrad::Error(fmt::format("--only {}: no such contender", options.only));
+        }
+        run_rounds(contenders, options.warmup, options.steps);
+        std::cerr << fmt::format("{} {} {}t {}: {:.0f} tok/s\n", config.name, cell, threads,
+                                 options.only, double(tokens) / median(contenders[0].seconds));
+        return {};
+    }
     const bool large = config.name == "large";
     const std::size_t warmup = large ? options.large_warmup : options.warmup;
     const std::size_t timed = large ? options.large_steps : options.steps;
@@ -381,28 +423,42 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
     row.cell = cell;
     row.threads = threads;
     row.tokens = double(tokens);
-    row.flops = step_flops(shape);
+    row.flops = step_flops(shape, false);
+    row.projected_flops = step_flops(shape, true);
     row.timed = timed;
     for (const Contender& contender : contenders) {
         const double seconds = median(contender.seconds);
         if (contender.name == "cellgrad") {
             row.cellgrad_seconds = seconds;
+        } else if (contender.name == "cellgrad-embedded") {
+            row.cellgrad_embedded_seconds = seconds;
         } else if (contender.name == "sgemm") {
             row.sgemm_seconds = seconds;
+        } else if (contender.name == "sgemm-projected") {
+            row.sgemm_projected_seconds = seconds;
         } else {
             row.torch_seconds.emplace_back(contender.name, seconds);
         }
     }
-    if (std::abs(gemms->flops() - row.flops) > 1e-6 * row.flops) {
-        throw cellgrad::Error("bench_training: the sgemm set and the FLOP formula disagree");
+    if (!projects_table) {
+        row.cellgrad_embedded_seconds = row.cellgrad_seconds;
+        row.sgemm_projected_seconds = row.sgemm_seconds;
+    }
+    if (std::abs(gemm_sets.front()->flops() - row.flops) > 1e-6 * row.flops ||
+        std::abs(gemm_sets.back()->flops() - row.projected_flops) > 1e-6 * row.flops) {
+        throw cellgrad::Error("bench_training: the sgemm sets and the FLOP formula disagree");
     }
 
     std::string line =
         fmt::format("{:<10} {:<4} {}t  cellgrad {:>9.0f} tok/s (loss {:.3f}->{:.3f})", config.name,
                     cell, threads, row.tokens / row.cellgrad_seconds, contenders.front().first_loss,
                     contenders.front().last_loss);
+    if (projects_table) {
+        line += fmt::format("  embedded rows {:.0f}", row.tokens / row.cellgrad_embedded_seconds);
+    }
     for (const Contender& contender : contenders) {
-        if (contender.name != "cellgrad" && contender.name != "sgemm") {
+        if (contender.name.find("cellgrad") == std::string::npos &&
+            contender.name.find("sgemm") == std::string::npos) {
             line += fmt::format("  torch {} {:.0f} (loss {:.3f}->{:.3f})", contender.name,
                                 row.tokens / median(contender.seconds), contender.first_loss,
                                 contender.last_loss);
@@ -434,16 +490,23 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
     text += fmt::format("- rounds: {} warm-up + {} timed ({} + {} for large), contenders "
                         "interleaved round by round; figures are medians\n",
                         options.warmup, options.steps, options.large_warmup, options.large_steps);
-    text += "- tokens/s = B*T / median step time; GFLOP/s counts the step's GEMMs "
-            "(forward 2TB(in*GH + H*GH + H*V), backward 2x); sgemm = the same GEMM shapes as "
-            "bare cblas_sgemm calls at the row's thread count\n\n";
+    text += "- tokens/s = B*T / median step time. cellgrad feeds the layer with forward_tokens, "
+            "which projects the V = 65 embedding rows once and gathers them when V < T*B (the "
+            "same values and gradients, fewer FLOPs); the `embedded rows` columns run the same "
+            "model on gathered embeddings, with LibTorch's GEMMs (they equal the first columns "
+            "when V >= T*B).\n";
+    text += "- GFLOP/s counts the GEMMs each path executes (forward 2(R*in*GH + TB(H*GH + H*V)) "
+            "with R = V or TB input rows, backward 2x); sgemm = those GEMM shapes as bare "
+            "cblas_sgemm calls at the row's thread count; LibTorch executes the embedded-rows "
+            "FLOPs\n\n";
 
     text += "| config | cell | threads | BLAS core | cellgrad tok/s | LibTorch tok/s (best "
             "split) | split torch x BLAS | ratio | cellgrad GFLOP/s | sgemm GFLOP/s | % of "
-            "sgemm |\n";
-    text += "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|\n";
+            "sgemm | embedded rows tok/s | ratio | GFLOP/s | % of sgemm |\n";
+    text += "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for (const Row& row : rows) {
         const double cellgrad_rate = row.tokens / row.cellgrad_seconds;
+        const double embedded_rate = row.tokens / row.cellgrad_embedded_seconds;
         double best_rate = std::nan("");
         std::string best_split = "-";
         for (const auto& [split, seconds] : row.torch_seconds) {
@@ -453,14 +516,21 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
                 best_split = split;
             }
         }
-        const double cellgrad_gflops = row.flops / row.cellgrad_seconds * 1e-9;
-        const double sgemm_gflops = row.flops / row.sgemm_seconds * 1e-9;
-        text += fmt::format(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2f} | {:.2f} | {:.1f}% |\n", row.config,
-            row.cell, row.threads, core, format_rate(cellgrad_rate), format_rate(best_rate),
-            best_split,
-            std::isfinite(best_rate) ? fmt::format("{:.2f}", cellgrad_rate / best_rate) : "n/a",
-            cellgrad_gflops, sgemm_gflops, 100.0 * cellgrad_gflops / sgemm_gflops);
+        const auto ratio = [&](double rate) {
+            return std::isfinite(best_rate) ? fmt::format("{:.2f}", rate / best_rate)
+                                            : std::string("n/a");
+        };
+        const double cellgrad_gflops = row.projected_flops / row.cellgrad_seconds * 1e-9;
+        const double sgemm_gflops = row.projected_flops / row.sgemm_projected_seconds * 1e-9;
+        const double embedded_gflops = row.flops / row.cellgrad_embedded_seconds * 1e-9;
+        const double embedded_sgemm_gflops = row.flops / row.sgemm_seconds * 1e-9;
+        text += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {:.2f} | {:.2f} | {:.1f}% | "
+                            "{} | {} | {:.2f} | {:.1f}% |\n",
+                            row.config, row.cell, row.threads, core, format_rate(cellgrad_rate),
+                            format_rate(best_rate), best_split, ratio(cellgrad_rate),
+                            cellgrad_gflops, sgemm_gflops, 100.0 * cellgrad_gflops / sgemm_gflops,
+                            format_rate(embedded_rate), ratio(embedded_rate), embedded_gflops,
+                            100.0 * embedded_gflops / embedded_sgemm_gflops);
     }
 
     if (with_torch) {
@@ -507,6 +577,9 @@ int main(int argc, char** argv) {
     app.add_option("--seed", options.seed, "seed of the data and the cellgrad init")
         ->capture_default_str();
     app.add_flag("!--no-torch", options.torch, "measure cellgrad and sgemm only");
+    app.add_option("--only", options.only,
+                   "profile one contender (cellgrad, cellgrad-embedded, sgemm, sgemm-projected, "
+                   "1x1, ...): runs --warmup + --steps rounds of it, prints its rate, no report");
     CLI11_PARSE(app, argc, argv);
 
     try {
@@ -543,7 +616,9 @@ int main(int argc, char** argv) {
                 }
             }
         }
-        std::cout << report(rows, options, with_torch, load_before) << std::flush;
+        if (options.only.empty()) {
+            std::cout << report(rows, options, with_torch, load_before) << std::flush;
+        }
     } catch (const std::exception& e) {
         std::cerr << "bench_training: " << e.what() << "\n";
         return 1;

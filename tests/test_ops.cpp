@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -384,30 +385,45 @@ TEST_CASE("matmul: hand-computed product") {
 }
 
 TEST_CASE("matmul: all four transpose combinations, values and gradients") {
-    // Logical product (2, 3) x (3, 4).
-    const Matrix a_logical = random_matrix(2, 3, 21);
-    const Matrix b_logical = random_matrix(3, 4, 22);
-    const Matrix expected = product(a_logical, b_logical);
-    for (const bool ta : {false, true}) {
-        for (const bool tb : {false, true}) {
-            INFO("transpose_a " << ta << " transpose_b " << tb);
-            Parameter<double> a("a", ta ? transposed(a_logical) : a_logical);
-            Parameter<double> b("b", tb ? transposed(b_logical) : b_logical);
-            Tape<double> tape;
-            const Var<double> y = matmul(tape.param(a), tape.param(b), ta, tb);
-            check_values(y.value(), expected);
-            // dA(logical) = dY B^T, dB(logical) = A^T dY.
-            const Matrix seed = random_matrix(2, 4, 23);
-            tape.backward(y, seed);
-            const Matrix da = product(seed, transposed(b_logical));
-            const Matrix db = product(transposed(a_logical), seed);
-            check_values<double>(a.grad.view(), ta ? transposed(da) : da);
-            check_values<double>(b.grad.view(), tb ? transposed(db) : db);
-            check_gradients(
-                [&](Tape<double>& t) {
-                    return weighted_sum(matmul(t.param(a), t.param(b), ta, tb));
-                },
-                {&a, &b});
+    // Logical products (2, 3) x (3, 4), and (40, 600) x (600, 520): a short wide output with a
+    // long inner dimension, which the GEMM kernel computes transposed (so are dA's products).
+    for (const auto& [m, k, n] :
+         {std::array<std::size_t, 3>{2, 3, 4}, std::array<std::size_t, 3>{40, 600, 520}}) {
+        const Matrix a_logical = random_matrix(m, k, 21);
+        const Matrix b_logical = random_matrix(k, n, 22);
+        const Matrix expected = product(a_logical, b_logical);
+        for (const bool ta : {false, true}) {
+            for (const bool tb : {false, true}) {
+                INFO("m " << m << " transpose_a " << ta << " transpose_b " << tb);
+                Parameter<double> a("a", ta ? transposed(a_logical) : a_logical);
+                Parameter<double> b("b", tb ? transposed(b_logical) : b_logical);
+                Tape<double> tape;
+                const Var<double> y = matmul(tape.param(a), tape.param(b), ta, tb);
+                check_values(y.value(), expected);
+                // dA(logical) = dY B^T, dB(logical) = A^T dY; a second backward adds the same.
+                const Matrix seed = random_matrix(m, n, 23);
+                Matrix da = product(seed, transposed(b_logical));
+                Matrix db = product(transposed(a_logical), seed);
+                for (const double times : {1.0, 2.0}) {
+                    tape.backward(y, seed);
+                    Matrix da_times = ta ? transposed(da) : da;
+                    Matrix db_times = tb ? transposed(db) : db;
+                    for (Matrix* g : {&da_times, &db_times}) {
+                        for (std::size_t i = 0; i < g->size(); ++i) {
+                            g->data()[i] *= times;
+                        }
+                    }
+                    check_values<double>(a.grad.view(), da_times, 1e-11);
+                    check_values<double>(b.grad.view(), db_times, 1e-11);
+                }
+                if (m == 2) {
+                    check_gradients(
+                        [&](Tape<double>& t) {
+                            return weighted_sum(matmul(t.param(a), t.param(b), ta, tb));
+                        },
+                        {&a, &b});
+                }
+            }
         }
     }
 }
