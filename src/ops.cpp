@@ -439,6 +439,115 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
     });
 }
 
+namespace {
+
+/// linear_add_rows with `rows` (indices into the addend) or, when it is null, first_row + i.
+template <class T>
+Var<T> linear_add_rows_impl(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
+                            const Var<T>& addend, const std::int32_t* rows, std::size_t first_row) {
+    Tape<T>& tape = shared_tape("linear_add_rows", x, weight);
+    const Shape sx = x.shape();
+    const Shape sw = weight.shape();
+    const Shape sa = addend.shape();
+    if (&addend.tape() != &tape || (bias.valid() && &bias.tape() != &tape)) {
+        throw Error("linear_add_rows: bias or addend belongs to another tape");
+    }
+    if (sx.cols != sw.cols || sa.cols != sw.rows ||
+        (bias.valid() && bias.shape() != Shape{1, sw.rows})) {
+        throw Error(fmt::format("linear_add_rows: input {}, weight {}, bias {} and addend {} do "
+                                "not fit: needs x (n, in), W (out, in), b (1, out), a (m, out)",
+                                sx, sw, bias.valid() ? to_string(bias.shape()) : "none", sa));
+    }
+    if (rows != nullptr) {
+        for (std::size_t i = 0; i < sx.rows; ++i) {
+            if (rows[i] < 0 || static_cast<std::size_t>(rows[i]) >= sa.rows) {
+                throw Error(fmt::format("linear_add_rows: row {} at position {} is outside the {} "
+                                        "rows of addend {}",
+                                        rows[i], i, sa.rows, sa));
+            }
+        }
+    } else if (first_row + sx.rows > sa.rows) {
+        throw Error(fmt::format("linear_add_rows: rows [{}, {}) are outside the {} rows of addend "
+                                "{}",
+                                first_row, first_row + sx.rows, sa.rows, sa));
+    }
+    const NodeId id =
+        bias.valid() ? tape.record("linear_add_rows", {x, weight, addend, bias}, sx.rows, sw.rows)
+                     : tape.record("linear_add_rows", {x, weight, addend}, sx.rows, sw.rows);
+    Node<T>& node = tape.node(id);
+    if (rows != nullptr) {
+        std::int32_t* saved = tape.allocate_indices(sx.rows);
+        std::copy(rows, rows + sx.rows, saved);
+        node.indices = saved;
+    }
+    node.integers[0] = static_cast<std::int64_t>(first_row);
+    const std::int32_t* picked = node.indices;
+    const View<T> y = node.value;
+    const View<const T> a = addend.value();
+    const View<const T> b = bias.valid() ? bias.value() : View<const T>{};
+    kernels::for_each_piece(
+        y.rows, y.cols, cheap_grain, [&](std::size_t r, std::size_t c0, std::size_t c1) {
+            const T* source =
+                a.row(picked != nullptr ? static_cast<std::size_t>(picked[r]) : first_row + r);
+            T* out = y.row(r);
+            for (std::size_t c = c0; c < c1; ++c) {
+                out[c] = b.data != nullptr ? source[c] + b.data[c] : source[c];
+            }
+        });
+    kernels::gemm<T>(x.value(), false, weight.value(), true, y, T(1), T(1));
+    return finish<T>(tape, id, [](Tape<T>& tape, NodeId self) {
+        const Node<T>& y = tape.node(self);
+        const auto in = tape.inputs(self);
+        const View<const T> dy = y.grad; // (n, out)
+        bool fresh = false;
+        if (tape.node(in[0]).requires_grad) {
+            const View<T> dx = tape.grad_for_overwrite(in[0], fresh);
+            kernels::gemm<T>(dy, false, tape.node(in[1]).value, false, dx, T(1),
+                             fresh ? T(0) : T(1)); // dX (n, in) = dY W
+        }
+        if (tape.node(in[1]).requires_grad) {
+            tape.defer_weight_gradient(in[1], dy, tape.node(in[0]).value); // dW += dY^T X
+        }
+        if (in.size() == 4 && tape.node(in[3]).requires_grad) {
+            accumulate_into(tape, in[3], dy.shape(),
+                            [&](std::size_t r, std::size_t c) { return dy(r, c); });
+        }
+        if (tape.node(in[2]).requires_grad) {
+            // da[rows[i]] += dY[i]; tasks own column ranges, so repeated rows never race.
+            const View<T> da = tape.grad_for_update(in[2]);
+            const auto first_row = static_cast<std::size_t>(y.integers[0]);
+            parallel_chunks(dy.cols, 256, [&](std::size_t c0, std::size_t c1) {
+                for (std::size_t i = 0; i < dy.rows; ++i) {
+                    T* target = da.row(y.indices != nullptr ? static_cast<std::size_t>(y.indices[i])
+                                                            : first_row + i);
+                    const T* source = dy.row(i);
+                    for (std::size_t c = c0; c < c1; ++c) {
+                        target[c] += source[c];
+                    }
+                }
+            });
+        }
+    });
+}
+
+} // namespace
+
+template <class T>
+Var<T> linear_add_rows(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
+                       const Var<T>& addend, std::span<const std::int32_t> rows) {
+    if (rows.size() != x.shape().rows) {
+        throw Error(fmt::format("linear_add_rows: {} rows given for an input of shape {}",
+                                rows.size(), x.shape()));
+    }
+    return linear_add_rows_impl(x, weight, bias, addend, rows.data(), 0);
+}
+
+template <class T>
+Var<T> linear_add_rows(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
+                       const Var<T>& addend, std::size_t first_row) {
+    return linear_add_rows_impl(x, weight, bias, addend, nullptr, first_row);
+}
+
 // ---- slicing, concatenation, gathering -------------------------------------------------------
 
 template <class T>
@@ -728,6 +837,10 @@ Var<T> dropout(const Var<T>& x, double p, std::mt19937_64& rng) {
     template Var<T> mean(const Var<T>&, int);                                                      \
     template Var<T> matmul(const Var<T>&, const Var<T>&, bool, bool);                              \
     template Var<T> linear(const Var<T>&, const Var<T>&, const Var<T>&);                           \
+    template Var<T> linear_add_rows(const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&,    \
+                                    std::span<const std::int32_t>);                                \
+    template Var<T> linear_add_rows(const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&,    \
+                                    std::size_t);                                                  \
     template Var<T> slice_cols(const Var<T>&, std::size_t, std::size_t);                           \
     template Var<T> slice_rows(const Var<T>&, std::size_t, std::size_t);                           \
     template Var<T> concat_cols(std::span<const Var<T>>);                                          \

@@ -521,6 +521,64 @@ TEST_CASE("linear: a weight shared by many uses gets the sum of every use's dY^T
     CHECK(report.max_rel_error < 1e-6);
 }
 
+TEST_CASE("linear_add_rows: x W^T + b + picked addend rows, values, gradients, errors") {
+    Parameter<double> x("x", random_matrix(4, 3, 61));
+    Parameter<double> w("w", random_matrix(5, 3, 62));
+    Parameter<double> b("b", random_matrix(1, 5, 63), true);
+    Parameter<double> a("a", random_matrix(6, 5, 64));
+    const std::vector<std::int32_t> rows{2, 5, 2, 0}; // row 2 twice: its gradient sums both
+    const Matrix xw = product(x.value, transposed(w.value));
+    for (const bool indexed : {true, false}) {
+        for (const bool with_bias : {true, false}) {
+            INFO("indexed " << indexed << " bias " << with_bias);
+            const auto run = [&](Tape<double>& t) {
+                const Var<double> bias = with_bias ? t.param(b) : Var<double>{};
+                return indexed ? linear_add_rows(t.param(x), t.param(w), bias, t.param(a), rows)
+                               : linear_add_rows(t.param(x), t.param(w), bias, t.param(a),
+                                                 std::size_t(1));
+            };
+            Matrix expected = xw;
+            for (std::size_t r = 0; r < 4; ++r) {
+                const std::size_t source = indexed ? std::size_t(rows[r]) : 1 + r;
+                for (std::size_t c = 0; c < 5; ++c) {
+                    expected(r, c) += a.value(source, c) + (with_bias ? b.value(0, c) : 0.0);
+                }
+            }
+            a.zero_grad();
+            Tape<double> tape;
+            const Var<double> y = run(tape);
+            check_values(y.value(), expected);
+            // da[source(r)] += dY[r]: with dY = all ones, row 2 gets 2 (indexed) and row 0 of the
+            // contiguous window [1, 5) gets nothing.
+            tape.backward(y, Matrix(4, 5, 1.0));
+            for (std::size_t r = 0; r < 6; ++r) {
+                const double uses =
+                    indexed ? double(std::count(rows.begin(), rows.end(), std::int32_t(r)))
+                            : (r >= 1 && r < 5 ? 1.0 : 0.0);
+                CHECK(a.grad(r, 0) == uses);
+            }
+            if (with_bias) {
+                check_gradients([&](Tape<double>& t) { return weighted_sum(run(t)); },
+                                {&x, &w, &b, &a});
+            } else {
+                check_gradients([&](Tape<double>& t) { return weighted_sum(run(t)); },
+                                {&x, &w, &a});
+            }
+        }
+    }
+    Tape<double> tape;
+    const Var<double> vx = tape.param(x), vw = tape.param(w), va = tape.param(a);
+    check_error([&] { linear_add_rows(vx, vw, Var<double>{}, va, std::size_t(3)); },
+                {"linear_add_rows", "[3, 7)", "(6, 5)"});
+    const std::vector<std::int32_t> outside{0, 1, 6, 2}, three{0, 1, 2};
+    check_error([&] { linear_add_rows(vx, vw, Var<double>{}, va, outside); },
+                {"linear_add_rows", "row 6 at position 2", "(6, 5)"});
+    check_error([&] { linear_add_rows(vx, vw, Var<double>{}, va, three); },
+                {"linear_add_rows", "3 rows", "(4, 3)"});
+    check_error([&] { linear_add_rows(vx, vw, Var<double>{}, tape.param(x), std::size_t(0)); },
+                {"linear_add_rows", "(4, 3)", "(5, 3)", "a (m, out)"});
+}
+
 // ---- slicing, concatenation, gathering -------------------------------------------------------
 
 TEST_CASE("slice_cols/slice_rows: values, zero-copy views and gradients") {

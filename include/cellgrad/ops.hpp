@@ -71,6 +71,16 @@ Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a = false, bool t
 /// colsum(dy).
 template <class T>
 Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = {});
+/// y = x W^T + b + a[rows] for x (n, in), W (out, in), b (1, out) or empty, a (m, out): row i
+/// adds row rows[i] of a (a recurrent step's gates from its input rows); dx += dy W, dW += dy^T x,
+/// db += colsum(dy), da[rows[i]] += dy[i].
+template <class T>
+Var<T> linear_add_rows(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
+                       const Var<T>& addend, std::span<const std::int32_t> rows);
+/// The same with rows first_row .. first_row + n - 1 of a.
+template <class T>
+Var<T> linear_add_rows(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
+                       const Var<T>& addend, std::size_t first_row);
 
 /// y = x[:, begin:end] as a zero-copy view; dx[:, begin:end] += dy.
 template <class T>

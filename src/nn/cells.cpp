@@ -118,6 +118,14 @@ Var<T> GatedWeights<T>::project_hidden(const Var<T>& h) const {
     return linear(h, weight_hh_var_, bias_hh_var_); // (B, G*H)
 }
 
+template <class T>
+Var<T> GatedWeights<T>::project_hidden_plus(const Var<T>& h, const Var<T>& source,
+                                            std::size_t first_row,
+                                            std::span<const std::int32_t> rows) const {
+    return rows.empty() ? linear_add_rows(h, weight_hh_var_, bias_hh_var_, source, first_row)
+                        : linear_add_rows(h, weight_hh_var_, bias_hh_var_, source, rows);
+}
+
 // ---- RNNCell ---------------------------------------------------------------------------------
 
 template <class T>
@@ -129,6 +137,18 @@ template <class T>
 std::vector<Var<T>> RNNCell<T>::step(const Var<T>& projected_input, std::span<const Var<T>> state) {
     const Var<T> pre_activation =
         add(projected_input, this->weights_.project_hidden(state[0])); // (B, H)
+    return {nonlinearity_ == Nonlinearity::tanh ? tanh(pre_activation) : relu(pre_activation)};
+}
+
+template <class T>
+std::vector<Var<T>> RNNCell<T>::step_rows(const Var<T>& source, std::size_t first_row,
+                                          std::span<const std::int32_t> rows, std::size_t batch,
+                                          std::span<const Var<T>> state) {
+    if (!this->fused_) {
+        return Cell<T>::step_rows(source, first_row, rows, batch, state);
+    }
+    const Var<T> pre_activation =
+        this->weights_.project_hidden_plus(state[0], source, first_row, rows); // (B, H)
     return {nonlinearity_ == Nonlinearity::tanh ? tanh(pre_activation) : relu(pre_activation)};
 }
 
@@ -155,7 +175,23 @@ std::vector<Var<T>> LSTMCell<T>::step(const Var<T>& projected_input,
         return step_composed(projected_input, state);
     }
     const Var<T> gates = add(projected_input, this->weights_.project_hidden(state[0])); // (B, 4H)
-    const Var<T> new_long_term_memory = lstm_cell_state(gates, state[1]); // remember gate
+    return fused_gates(gates, state[1]);
+}
+
+template <class T>
+std::vector<Var<T>> LSTMCell<T>::step_rows(const Var<T>& source, std::size_t first_row,
+                                           std::span<const std::int32_t> rows, std::size_t batch,
+                                           std::span<const Var<T>> state) {
+    if (!this->fused_) {
+        return Cell<T>::step_rows(source, first_row, rows, batch, state);
+    }
+    const Var<T> gates = this->weights_.project_hidden_plus(state[0], source, first_row, rows);
+    return fused_gates(gates, state[1]); // gates (B, 4H)
+}
+
+template <class T>
+std::vector<Var<T>> LSTMCell<T>::fused_gates(const Var<T>& gates, const Var<T>& long_term_memory) {
+    const Var<T> new_long_term_memory = lstm_cell_state(gates, long_term_memory); // remember gate
     const Var<T> new_short_term_memory = lstm_hidden_state(gates, new_long_term_memory); // use
     return {new_short_term_memory, new_long_term_memory};
 }

@@ -102,7 +102,8 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
     Tape<T>& tape = input != nullptr ? input->tape() : table->tape();
     const std::size_t H = options_.hidden_size;
     const std::size_t steps = (input != nullptr ? input->shape().rows : tokens.size()) / batch;
-    // Project the table's rows and gather them only when the table has fewer rows than the input.
+    // Project the table's rows (and let each step read its tokens' rows of the projection) only
+    // when the table has fewer rows than the input.
     const bool project_table = table != nullptr && table->shape().rows < tokens.size();
     if (!lengths.empty()) {
         if (lengths.size() != batch) {
@@ -168,9 +169,11 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
             LabelScope<T> layer_label(
                 tape, fmt::format("{}.l{}.{}", kind_, layer, direction == 0 ? "fwd" : "bwd"));
             cell.attach(tape);
-            const Var<T> projected = layer == 0 && project_table
-                                         ? gather_rows(cell.project_inputs(*table), tokens)
-                                         : cell.project_inputs(layer_input); // (T*B, P)
+            // Step t's projected input: rows tokens[t*B .. t*B+B) of the projected table (V, P),
+            // or rows t*B .. t*B+B of the projected sequence (T*B, P).
+            const bool from_table = layer == 0 && project_table;
+            const Var<T> projected =
+                from_table ? cell.project_inputs(*table) : cell.project_inputs(layer_input);
             std::vector<Var<T>> state;
             if (initial.empty()) {
                 const Var<T> zeros = tape.constant(Tensor<T>(batch, H));
@@ -183,7 +186,9 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
                 const std::size_t t = direction == 0 ? i : steps - 1 - i;
                 LabelScope<T> step_label(tape, fmt::format("t={}", t));
                 std::vector<Var<T>> next =
-                    cell.step(slice_rows(projected, t * batch, (t + 1) * batch), state);
+                    from_table ? cell.step_rows(projected, 0, tokens.subspan(t * batch, batch),
+                                                batch, state)
+                               : cell.step_rows(projected, t * batch, {}, batch, state);
                 if (!masks.empty()) {
                     // Padded steps keep the old state (mask * new + (1 - mask) * old is exactly
                     // one of the two); their outputs are zero. The output is taken from the kept

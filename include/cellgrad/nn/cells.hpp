@@ -35,6 +35,16 @@ class Cell : public Module<T> {
     /// One step: projected input (B, P) and the state -> the new state (h first).
     virtual std::vector<Var<T>> step(const Var<T>& projected_input,
                                      std::span<const Var<T>> state) = 0;
+    /// One step whose projected input is B rows of `source` (., P): rows[b] of it, or rows
+    /// first_row .. first_row + B - 1 when `rows` is empty. Default: step() on a slice or gather
+    /// of those rows; built-in cells fold the rows into their hidden projection instead.
+    virtual std::vector<Var<T>> step_rows(const Var<T>& source, std::size_t first_row,
+                                          std::span<const std::int32_t> rows, std::size_t batch,
+                                          std::span<const Var<T>> state) {
+        return step(rows.empty() ? slice_rows(source, first_row, first_row + batch)
+                                 : gather_rows(source, rows),
+                    state);
+    }
 };
 
 /// Weights shared by the built-in cells: weight_ih (G*H, in), weight_hh (G*H, H), two biases (G*H).
@@ -52,6 +62,9 @@ class GatedWeights {
     Var<T> project_inputs(const Var<T>& x) const;
     /// h W_hh^T + b_hh: (B, H) -> (B, G*H).
     Var<T> project_hidden(const Var<T>& h) const;
+    /// h W_hh^T + b_hh + the B rows of `source` that Cell::step_rows names, as one node.
+    Var<T> project_hidden_plus(const Var<T>& h, const Var<T>& source, std::size_t first_row,
+                               std::span<const std::int32_t> rows) const;
 
     std::size_t input_size;
     std::size_t hidden_size;
@@ -103,6 +116,10 @@ class RNNCell : public GatedCell<T> {
             const std::string& suffix = "");
     /// h' = act(projected x + h W_hh^T + b_hh).
     std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
+    /// The same with the projected input rows added inside the hidden projection's node.
+    std::vector<Var<T>> step_rows(const Var<T>& source, std::size_t first_row,
+                                  std::span<const std::int32_t> rows, std::size_t batch,
+                                  std::span<const Var<T>> state) override;
 
   private:
     Nonlinearity nonlinearity_;
@@ -119,8 +136,16 @@ class LSTMCell : public GatedCell<T> {
     std::size_t state_size() const override { return 2; }
     /// (h, c) -> (h', c'): c' = f*c + i*g, h' = o*tanh(c').
     std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
+    /// The fused step with the projected input rows added inside the hidden projection's node.
+    std::vector<Var<T>> step_rows(const Var<T>& source, std::size_t first_row,
+                                  std::span<const std::int32_t> rows, std::size_t batch,
+                                  std::span<const Var<T>> state) override;
     /// The same step written gate by gate with primitive ops (the lesson's reference).
     std::vector<Var<T>> step_composed(const Var<T>& projected_input, std::span<const Var<T>> state);
+
+  private:
+    /// The remember and use gates from the gate pre-activations (B, 4H) and c.
+    std::vector<Var<T>> fused_gates(const Var<T>& gates, const Var<T>& long_term_memory);
 };
 
 /// GRU cell (torch.nn.GRUCell), gates stacked r, z, n; state h.
