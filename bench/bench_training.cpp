@@ -490,11 +490,12 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
     text += fmt::format("- rounds: {} warm-up + {} timed ({} + {} for large), contenders "
                         "interleaved round by round; figures are medians\n",
                         options.warmup, options.steps, options.large_warmup, options.large_steps);
-    text += "- tokens/s = B*T / median step time. cellgrad feeds the layer with forward_tokens, "
-            "which projects the V = 65 embedding rows once and gathers them when V < T*B (the "
-            "same values and gradients, fewer FLOPs); the `embedded rows` columns run the same "
-            "model on gathered embeddings, with LibTorch's GEMMs (they equal the first columns "
-            "when V >= T*B).\n";
+    text +=
+        "- tokens/s = B*T / median step time. cellgrad feeds the layer with forward_tokens, "
+        "which projects the V = 65 embedding rows once and reads them by token when V < T*B (the "
+        "same values and gradients, fewer FLOPs); the `embedded rows` columns run the same "
+        "model on gathered embeddings, with LibTorch's GEMMs (they equal the first columns "
+        "when V >= T*B).\n";
     text += "- GFLOP/s counts the GEMMs each path executes (forward 2(R*in*GH + TB(H*GH + H*V)) "
             "with R = V or TB input rows, backward 2x); sgemm = those GEMM shapes as bare "
             "cblas_sgemm calls at the row's thread count; LibTorch executes the embedded-rows "

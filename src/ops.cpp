@@ -388,6 +388,32 @@ Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a, bool transpose
     });
 }
 
+namespace {
+
+/// Stands for an absent input (a linear without bias).
+constexpr NodeId no_node = ~NodeId(0);
+
+/// Backward of y = x W^T + b given dY: dX = dY W; dW += dY^T X, queued so that all uses of W are
+/// summed in one GEMM; db += colsum(dY) unless bias is no_node.
+template <class T>
+void linear_backward(Tape<T>& tape, View<const T> dy, NodeId x, NodeId weight, NodeId bias) {
+    if (tape.node(x).requires_grad) {
+        bool fresh = false;
+        const View<T> dx = tape.grad_for_overwrite(x, fresh);
+        kernels::gemm<T>(dy, false, tape.node(weight).value, false, dx, T(1),
+                         fresh ? T(0) : T(1)); // dX (n, in) = dY W
+    }
+    if (tape.node(weight).requires_grad) {
+        tape.defer_weight_gradient(weight, dy, tape.node(x).value); // dW (out, in) += dY^T X
+    }
+    if (bias != no_node && tape.node(bias).requires_grad) {
+        accumulate_into(tape, bias, dy.shape(),
+                        [&](std::size_t r, std::size_t c) { return dy(r, c); });
+    }
+}
+
+} // namespace
+
 template <class T>
 Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
     Tape<T>& tape = shared_tape("linear", x, weight);
@@ -419,23 +445,9 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
     }
     kernels::gemm<T>(x.value(), false, weight.value(), true, y, T(1), has_bias ? T(1) : T(0));
     return finish<T>(tape, id, [](Tape<T>& tape, NodeId self) {
-        const Node<T>& y = tape.node(self);
         const auto in = tape.inputs(self);
-        const View<const T> dy = y.grad; // (n, out)
-        bool fresh = false;
-        if (tape.node(in[0]).requires_grad) {
-            const View<T> dx = tape.grad_for_overwrite(in[0], fresh);
-            kernels::gemm<T>(dy, false, tape.node(in[1]).value, false, dx, T(1),
-                             fresh ? T(0) : T(1)); // dX (n, in) = dY W
-        }
-        if (tape.node(in[1]).requires_grad) {
-            // dW (out, in) += dY^T X, summed with the weight's other uses in one GEMM.
-            tape.defer_weight_gradient(in[1], dy, tape.node(in[0]).value);
-        }
-        if (in.size() == 3 && tape.node(in[2]).requires_grad) {
-            accumulate_into(tape, in[2], dy.shape(),
-                            [&](std::size_t r, std::size_t c) { return dy(r, c); });
-        }
+        linear_backward<T>(tape, tape.node(self).grad, in[0], in[1],
+                           in.size() == 3 ? in[2] : no_node);
     });
 }
 
@@ -499,19 +511,7 @@ Var<T> linear_add_rows_impl(const Var<T>& x, const Var<T>& weight, const Var<T>&
         const Node<T>& y = tape.node(self);
         const auto in = tape.inputs(self);
         const View<const T> dy = y.grad; // (n, out)
-        bool fresh = false;
-        if (tape.node(in[0]).requires_grad) {
-            const View<T> dx = tape.grad_for_overwrite(in[0], fresh);
-            kernels::gemm<T>(dy, false, tape.node(in[1]).value, false, dx, T(1),
-                             fresh ? T(0) : T(1)); // dX (n, in) = dY W
-        }
-        if (tape.node(in[1]).requires_grad) {
-            tape.defer_weight_gradient(in[1], dy, tape.node(in[0]).value); // dW += dY^T X
-        }
-        if (in.size() == 4 && tape.node(in[3]).requires_grad) {
-            accumulate_into(tape, in[3], dy.shape(),
-                            [&](std::size_t r, std::size_t c) { return dy(r, c); });
-        }
+        linear_backward<T>(tape, dy, in[0], in[1], in.size() == 4 ? in[3] : no_node);
         if (tape.node(in[2]).requires_grad) {
             // da[rows[i]] += dY[i]; tasks own column ranges, so repeated rows never race.
             const View<T> da = tape.grad_for_update(in[2]);
