@@ -251,6 +251,7 @@ struct Contender {
     double last_loss = std::nan("");
 };
 
+#ifdef CELLGRAD_BENCH_WITH_TORCH
 /// A LibTorch thread split: torch intra-op threads x OpenBLAS threads.
 struct Split {
     int torch;
@@ -269,6 +270,7 @@ std::vector<Split> splits_for(int n) {
     }
     return list;
 }
+#endif
 
 /// One row of the report.
 struct Row {
