@@ -170,6 +170,22 @@ void accumulate_reduced(View<T> target, Shape out, std::size_t grain,
     }
 }
 
+/// target.row(row_of(i)) += source.row(i) for every row i of source (a scatter-add). Tasks own
+/// column ranges and walk the rows in order, so repeated target rows never race and the sum order
+/// is fixed.
+template <class T, class RowOf>
+void scatter_add_rows(View<T> target, View<const T> source, const RowOf& row_of) {
+    parallel_chunks(source.cols, 256, [&](std::size_t c0, std::size_t c1) {
+        for (std::size_t i = 0; i < source.rows; ++i) {
+            T* out = target.row(row_of(i));
+            const T* in = source.row(i);
+            for (std::size_t c = c0; c < c1; ++c) {
+                out[c] += in[c];
+            }
+        }
+    });
+}
+
 /// target += source (same shape); with `overwrite`, target = source.
 template <class T>
 void add_into(View<T> target, View<const T> source, bool overwrite = false) {

@@ -502,8 +502,12 @@ Var<T> linear_add_rows_impl(const Var<T>& x, const Var<T>& weight, const Var<T>&
             const T* source =
                 a.row(picked != nullptr ? static_cast<std::size_t>(picked[r]) : first_row + r);
             T* out = y.row(r);
+            if (b.data == nullptr) {
+                std::copy(source + c0, source + c1, out + c0);
+                return;
+            }
             for (std::size_t c = c0; c < c1; ++c) {
-                out[c] = b.data != nullptr ? source[c] + b.data[c] : source[c];
+                out[c] = source[c] + b.data[c];
             }
         });
     kernels::gemm<T>(x.value(), false, weight.value(), true, y, T(1), T(1));
@@ -513,19 +517,11 @@ Var<T> linear_add_rows_impl(const Var<T>& x, const Var<T>& weight, const Var<T>&
         const View<const T> dy = y.grad; // (n, out)
         linear_backward<T>(tape, dy, in[0], in[1], in.size() == 4 ? in[3] : no_node);
         if (tape.node(in[2]).requires_grad) {
-            // da[rows[i]] += dY[i]; tasks own column ranges, so repeated rows never race.
-            const View<T> da = tape.grad_for_update(in[2]);
             const auto first_row = static_cast<std::size_t>(y.integers[0]);
-            parallel_chunks(dy.cols, 256, [&](std::size_t c0, std::size_t c1) {
-                for (std::size_t i = 0; i < dy.rows; ++i) {
-                    T* target = da.row(y.indices != nullptr ? static_cast<std::size_t>(y.indices[i])
-                                                            : first_row + i);
-                    const T* source = dy.row(i);
-                    for (std::size_t c = c0; c < c1; ++c) {
-                        target[c] += source[c];
-                    }
-                }
-            });
+            kernels::scatter_add_rows<T>(tape.grad_for_update(in[2]), dy, [&](std::size_t i) {
+                return y.indices != nullptr ? static_cast<std::size_t>(y.indices[i])
+                                            : first_row + i;
+            }); // da[rows[i]] += dY[i]
         }
     });
 }
@@ -686,19 +682,9 @@ Var<T> gather_rows(const Var<T>& table, std::span<const std::int32_t> indices) {
                             });
     return finish<T>(tape, id, [](Tape<T>& tape, NodeId self) {
         const Node<T>& y = tape.node(self);
-        const View<T> dtable = tape.grad_for_update(tape.inputs(self)[0]);
-        const View<const T> dy = y.grad;
-        // Scatter-add: each task owns a range of columns and walks the indices in order, so
-        // repeated indices never race and the sum order is fixed.
-        parallel_chunks(dy.cols, 256, [&](std::size_t c0, std::size_t c1) {
-            for (std::size_t i = 0; i < dy.rows; ++i) {
-                T* target = dtable.row(static_cast<std::size_t>(y.indices[i]));
-                const T* source = dy.row(i);
-                for (std::size_t c = c0; c < c1; ++c) {
-                    target[c] += source[c];
-                }
-            }
-        });
+        kernels::scatter_add_rows<T>(
+            tape.grad_for_update(tape.inputs(self)[0]), y.grad,
+            [&](std::size_t i) { return static_cast<std::size_t>(y.indices[i]); }); // dtable
     });
 }
 
