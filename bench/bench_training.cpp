@@ -312,10 +312,14 @@ std::string format_rate(double value) {
     return fmt::format("{:.0f}", value);
 }
 
-/// Runs all contenders round-robin: `warmup` untimed rounds, then `timed` timed rounds.
+/// Runs all contenders round-robin: `warmup` untimed rounds, then `timed` timed rounds. Each
+/// round starts one contender later, so that every contender follows every other equally often
+/// (a multi-threaded OpenBLAS call leaves its workers spinning on the cores for a while after it
+/// returns, which slows whatever runs next).
 void run_rounds(std::vector<Contender>& contenders, std::size_t warmup, std::size_t timed) {
     for (std::size_t round = 0; round < warmup + timed; ++round) {
-        for (Contender& contender : contenders) {
+        for (std::size_t turn = 0; turn < contenders.size(); ++turn) {
+            Contender& contender = contenders[(round + turn) % contenders.size()];
             contender.set_threads();
             const auto start = std::chrono::steady_clock::now();
             const double loss = contender.run();
