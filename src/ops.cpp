@@ -5,6 +5,7 @@
 
 #include "fast_math.hpp"
 #include "kernels.hpp"
+#include "packed_gemm.hpp"
 
 namespace cellgrad {
 
@@ -393,6 +394,24 @@ namespace {
 /// Stands for an absent input (a linear without bias).
 constexpr NodeId no_node = ~NodeId(0);
 
+/// out = x op(W) + beta out with op(W) = W^T when `transposed` (a linear's forward) or W (its
+/// input gradient); beta is 0 or 1. Float products of packed_min_rows to packed_max_rows rows by a
+/// weight of at least packed_min_weight elements use the weight packed once per tape
+/// (packed_gemm.hpp): a recurrent weight is multiplied 2T times per pass. The rest goes to BLAS.
+template <class T>
+void multiply_by_weight(Tape<T>& tape, View<const T> x, NodeId weight, bool transposed, View<T> out,
+                        T beta) {
+    const View<const T> w = tape.node(weight).value;
+    if constexpr (std::is_same_v<T, float>) {
+        if (x.rows >= kernels::packed_min_rows && x.rows <= kernels::packed_max_rows &&
+            w.rows * w.cols >= kernels::packed_min_weight && kernels::packed_gemm_active()) {
+            kernels::packed_gemm(x, tape.packed_value(weight, transposed), out, beta);
+            return;
+        }
+    }
+    kernels::gemm<T>(x, false, w, transposed, out, T(1), beta);
+}
+
 /// Backward of y = x W^T + b given dY: dX = dY W; dW += dY^T X, queued so that all uses of W are
 /// summed in one GEMM; db += colsum(dY) unless bias is no_node.
 template <class T>
@@ -400,8 +419,7 @@ void linear_backward(Tape<T>& tape, View<const T> dy, NodeId x, NodeId weight, N
     if (tape.node(x).requires_grad) {
         bool fresh = false;
         const View<T> dx = tape.grad_for_overwrite(x, fresh);
-        kernels::gemm<T>(dy, false, tape.node(weight).value, false, dx, T(1),
-                         fresh ? T(0) : T(1)); // dX (n, in) = dY W
+        multiply_by_weight<T>(tape, dy, weight, false, dx, fresh ? T(0) : T(1)); // dX = dY W
     }
     if (tape.node(weight).requires_grad) {
         tape.defer_weight_gradient(weight, dy, tape.node(x).value); // dW (out, in) += dY^T X
@@ -443,7 +461,7 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
             std::copy(b.data, b.data + y.cols, y.row(r));
         }
     }
-    kernels::gemm<T>(x.value(), false, weight.value(), true, y, T(1), has_bias ? T(1) : T(0));
+    multiply_by_weight<T>(tape, x.value(), weight.id(), true, y, has_bias ? T(1) : T(0));
     return finish<T>(tape, id, [](Tape<T>& tape, NodeId self) {
         const auto in = tape.inputs(self);
         linear_backward<T>(tape, tape.node(self).grad, in[0], in[1],
@@ -510,7 +528,7 @@ Var<T> linear_add_rows_impl(const Var<T>& x, const Var<T>& weight, const Var<T>&
                 out[c] = source[c] + b.data[c];
             }
         });
-    kernels::gemm<T>(x.value(), false, weight.value(), true, y, T(1), T(1));
+    multiply_by_weight<T>(tape, x.value(), weight.id(), true, y, T(1));
     return finish<T>(tape, id, [](Tape<T>& tape, NodeId self) {
         const Node<T>& y = tape.node(self);
         const auto in = tape.inputs(self);

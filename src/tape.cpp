@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels.hpp"
+#include "packed_gemm.hpp"
 
 namespace cellgrad {
 
@@ -210,6 +211,27 @@ template <class T>
 void Tape<T>::set_backward(NodeId id, BackwardFn<T> backward) {
     if (nodes_[id].requires_grad) {
         nodes_[id].backward = backward;
+    }
+}
+
+template <class T>
+const T* Tape<T>::packed_value(NodeId id, bool transposed) {
+    if constexpr (!std::is_same_v<T, float>) {
+        throw Error(fmt::format("packed_value: node {} is not float; the packed-weight GEMM is "
+                                "float only",
+                                describe(id)));
+    } else {
+        Node<T>& node = nodes_[id];
+        const T*& slot = node.packed[transposed ? 1 : 0];
+        if (slot == nullptr) {
+            const View<const T> value = node.value;
+            const std::size_t k = transposed ? value.cols : value.rows;
+            const std::size_t n = transposed ? value.rows : value.cols;
+            T* buffer = values_.allocate(kernels::packed_size(k, n));
+            kernels::pack_right_operand(value, transposed, buffer);
+            slot = buffer;
+        }
+        return slot;
     }
 }
 

@@ -83,6 +83,8 @@ struct Node {
     View<T> saved_extra; ///< a second kept tensor (e.g. per-row loss weights)
     const std::int32_t* indices = nullptr; ///< indices kept by forward (rows, targets)
     Parameter<T>* parameter = nullptr;     ///< set on parameter leaves
+    /// The value packed for the packed-weight GEMM: [0] as is, [1] transposed (see packed_value).
+    const T* packed[2] = {nullptr, nullptr};
 };
 
 /// Handle to a node of a tape; cheap to copy; invalid after the tape is cleared.
@@ -210,6 +212,10 @@ class Tape {
     /// for it there as one GEMM over their stacked rows: T per-step (B, in) products of a
     /// recurrent weight become one with T*B rows. dy and x must stay unchanged until then.
     void defer_weight_gradient(NodeId weight, View<const T> dy, View<const T> x);
+    /// Node `id`'s value packed as the right operand of the packed-weight GEMM (value^T when
+    /// `transposed`), made on the first request and kept until clear(); float tapes with
+    /// packed_weight_gemm_active() only. The value must not change while the tape holds it.
+    const T* packed_value(NodeId id, bool transposed);
     /// Uninitialised (rows, cols) buffer that lives until clear().
     View<T> allocate(std::size_t rows, std::size_t cols);
     /// Uninitialised index buffer that lives until clear().
