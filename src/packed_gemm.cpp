@@ -155,11 +155,11 @@ unsigned lane_mask(std::size_t columns, int v) {
     return lanes == 16 ? 0xFFFFu : (1u << lanes) - 1u;
 }
 
-/// Panels per parallel chunk: the same rule as gemm's blocks (fixed by the shape only).
+/// Panels per parallel chunk: two once the product is worth splitting, so that two threads get
+/// nearly equal halves. Every element is summed the same way whatever the chunking, so any
+/// partition gives the same bits.
 std::size_t panels_per_chunk(std::size_t panels, std::size_t work) {
-    const std::size_t chunks =
-        std::clamp<std::size_t>(work / gemm_block_work, 1, 2 * gemm_max_blocks);
-    return (panels + chunks - 1) / chunks;
+    return work >= gemm_block_work ? 2 : panels;
 }
 
 } // namespace
