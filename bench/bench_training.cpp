@@ -304,6 +304,26 @@ std::string load_average() {
     return "n/a";
 }
 
+/// GFLOP/s of OpenBLAS on one square 2048^3 sgemm at `threads` OpenBLAS threads (median of 5
+/// after one warm-up): the machine's practical ceiling, for scale.
+double square_sgemm_gflops(int threads) {
+    constexpr int n = 2048;
+    std::vector<float> a(std::size_t(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size());
+    openblas_set_num_threads(threads);
+    std::vector<double> seconds;
+    for (int round = 0; round < 6; ++round) {
+        const auto start = std::chrono::steady_clock::now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
+                    n, 0.0f, c.data(), n);
+        const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+        if (round > 0) {
+            seconds.push_back(elapsed.count());
+        }
+    }
+    openblas_set_num_threads(1);
+    return 2.0 * n * double(n) * n / median(seconds) * 1e-9;
+}
+
 /// A rate as a whole number, or "n/a" when it is not finite.
 std::string format_rate(double value) {
     if (!std::isfinite(value)) {
@@ -313,14 +333,17 @@ std::string format_rate(double value) {
 }
 
 /// Runs all contenders round-robin: `warmup` untimed rounds, then `timed` timed rounds. Each
-/// round starts one contender later, so that every contender follows every other equally often
-/// (a multi-threaded OpenBLAS call leaves its workers spinning on the cores for a while after it
-/// returns, which slows whatever runs next).
-void run_rounds(std::vector<Contender>& contenders, std::size_t warmup, std::size_t timed) {
+/// round starts one contender later, so that every contender follows every other equally often,
+/// and each step starts after a pause of `settle`: multi-threaded OpenBLAS and LibTorch's OpenMP
+/// leave their workers spinning on the cores for a while after they return, which slowed
+/// whatever ran next (cellgrad at 2 threads on `medium`: 26k tok/s in the rounds, 41k alone).
+void run_rounds(std::vector<Contender>& contenders, std::size_t warmup, std::size_t timed,
+                std::chrono::milliseconds settle) {
     for (std::size_t round = 0; round < warmup + timed; ++round) {
         for (std::size_t turn = 0; turn < contenders.size(); ++turn) {
             Contender& contender = contenders[(round + turn) % contenders.size()];
             contender.set_threads();
+            std::this_thread::sleep_for(settle);
             const auto start = std::chrono::steady_clock::now();
             const double loss = contender.run();
             const auto stop = std::chrono::steady_clock::now();
@@ -347,12 +370,19 @@ struct Options {
     std::size_t warmup = 2;
     std::size_t steps = 10;
     std::size_t large_warmup = 1;
+    int settle_ms = 200;
     std::size_t large_steps = 10;
     double lr = 0.01;
     std::uint64_t seed = 1;
     bool torch = true;
     std::string only; ///< run only the contender of this name (for profiling); empty: all
 };
+
+/// The pause before each step: --settle-ms for multi-threaded rows; none at 1 thread, where no
+/// contender leaves workers behind.
+std::chrono::milliseconds settle_time(const Options& options, int threads) {
+    return std::chrono::milliseconds(threads > 1 ? options.settle_ms : 0);
+}
 
 /// Measures one (config, cell, threads) row: cellgrad, each LibTorch split and the sgemm set.
 Row measure(const Config& config, const std::string& cell, int threads, const Options& options) {
@@ -414,7 +444,7 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
         if (contenders.empty()) {
             throw cellgrad::Error(fmt::format("--only {}: no such contender", options.only));
         }
-        run_rounds(contenders, options.warmup, options.steps);
+        run_rounds(contenders, options.warmup, options.steps, settle_time(options, threads));
         std::cerr << fmt::format("{} {} {}t {}: {:.0f} tok/s\n", config.name, cell, threads,
                                  options.only, double(tokens) / median(contenders[0].seconds));
         return {};
@@ -422,7 +452,7 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
     const bool large = config.name == "large";
     const std::size_t warmup = large ? options.large_warmup : options.warmup;
     const std::size_t timed = large ? options.large_steps : options.steps;
-    run_rounds(contenders, warmup, timed);
+    run_rounds(contenders, warmup, timed, settle_time(options, threads));
 
     Row row;
     row.config = config.name;
@@ -491,11 +521,22 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
 #else
     text += "- peer: LibTorch not built (Torch not found or CELLGRAD_BENCH_TORCH=OFF)\n";
 #endif
+    text += fmt::format("- packed-weight GEMM (cellgrad's AVX-512 kernel for products of 4-128 "
+                        "rows by a weight packed once per step): {}\n",
+                        cellgrad::packed_weight_gemm_active() ? "on" : "off");
+    text += "- machine ceiling, OpenBLAS sgemm 2048 x 2048 x 2048:";
+    for (const int threads : options.threads) {
+        text += fmt::format(" {:.1f} GFLOP/s at {} thread{};", square_sgemm_gflops(threads),
+                            threads, threads == 1 ? "" : "s");
+    }
+    text += "\n";
     text += fmt::format("- cores: {}; load average before {}, after {}\n",
                         std::thread::hardware_concurrency(), load_before, load_average());
     text += fmt::format("- rounds: {} warm-up + {} timed ({} + {} for large), contenders "
-                        "interleaved round by round; figures are medians\n",
-                        options.warmup, options.steps, options.large_warmup, options.large_steps);
+                        "interleaved round by round, each step after a {} ms pause at 2+ threads; "
+                        "figures are medians\n",
+                        options.warmup, options.steps, options.large_warmup, options.large_steps,
+                        options.settle_ms);
     text +=
         "- tokens/s = B*T / median step time. cellgrad feeds the layer with forward_tokens, "
         "which projects the V = 65 embedding rows once and reads them by token when V < T*B (the "
@@ -504,8 +545,9 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
         "when V >= T*B).\n";
     text += "- GFLOP/s counts the GEMMs each path executes (forward 2(R*in*GH + TB(H*GH + H*V)) "
             "with R = V or TB input rows, backward 2x); sgemm = those GEMM shapes as bare "
-            "cblas_sgemm calls at the row's thread count; LibTorch executes the embedded-rows "
-            "FLOPs\n\n";
+            "cblas_sgemm calls at the row's thread count (OpenBLAS re-packs W_hh in each of the "
+            "2T step calls; cellgrad's packed kernel does not, so it can exceed 100%); LibTorch "
+            "executes the embedded-rows FLOPs\n\n";
 
     text += "| config | cell | threads | BLAS core | cellgrad tok/s | LibTorch tok/s (best "
             "split) | split torch x BLAS | ratio | cellgrad GFLOP/s | sgemm GFLOP/s | % of "
@@ -579,6 +621,11 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--large-steps", options.large_steps, "timed rounds for 'large'")
         ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--settle-ms", options.settle_ms,
+                   "pause before each step of a multi-threaded row, so that threads left "
+                   "spinning by the previous contender go idle")
+        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app.add_option("--lr", options.lr, "SGD learning rate")->capture_default_str();
     app.add_option("--seed", options.seed, "seed of the data and the cellgrad init")
