@@ -1,6 +1,8 @@
 // Engine micro-benchmarks: (1) tape overhead per recorded node on a long chain of tiny ops, in
 // steady state (the tape is cleared and reused, so the arena is warm); (2) elementwise kernel
-// throughput in GB/s for add and tanh on a 4M-float tensor at 1 and 2 threads.
+// throughput in GB/s for add and tanh on a 4M-float tensor at 1 and 2 threads; (3) the recurrent
+// step's products (h W^T forward, dG W backward, T times by one weight) with the packed-weight
+// GEMM against OpenBLAS, in the same run.
 //
 // A plain timing loop rather than Google Benchmark: the figures we want are derived units (ns per
 // recorded node, GB/s of bytes read + written) at thread counts we set ourselves between runs,
@@ -121,9 +123,66 @@ void bench_elementwise() {
     set_num_threads(2);
 }
 
+/// T step products y_t = x_t W^T and their input gradients dX_t = dY_t W, W (G*H, H) shared by
+/// all steps as in a recurrent layer, timed with the packed-weight GEMM and with OpenBLAS
+/// alternately (median of 9 each): ms per step and GEMM GFLOP/s of both products.
+void bench_step_products() {
+    struct Shape {
+        const char* name;
+        std::size_t batch, hidden, gates;
+    };
+    constexpr std::size_t steps = 50;
+    constexpr int repetitions = 9;
+    if (!packed_weight_gemm_active()) {
+        fmt::print("step products: the packed-weight GEMM is off or this CPU has no AVX-512F\n");
+        return;
+    }
+    for (const Shape shape : {Shape{"small LSTM", 32, 128, 4}, Shape{"medium LSTM", 32, 512, 4},
+                              Shape{"large LSTM", 64, 1024, 4}, Shape{"large GRU", 64, 1024, 3}}) {
+        const std::size_t out = shape.gates * shape.hidden;
+        Parameter<float> weight("weight", Tensor<float>(out, shape.hidden, 0.01f));
+        const Tensor<float> x_all(steps * shape.batch, shape.hidden, 0.5f);
+        const Tensor<float> seed(steps * shape.batch, out, 1.0f);
+        Tape<float> tape;
+        auto run = [&] {
+            tape.clear();
+            const Var<float> x = tape.input(x_all);
+            const Var<float> w = tape.constant(weight.value); // no dW: the step products only
+            std::vector<Var<float>> outputs;
+            for (std::size_t t = 0; t < steps; ++t) {
+                outputs.push_back(linear(slice_rows(x, t * shape.batch, (t + 1) * shape.batch), w));
+            }
+            tape.backward(concat_rows<float>(outputs), seed);
+        };
+        for (const int threads : {1, 2}) {
+            set_num_threads(threads);
+            std::vector<double> packed, blas;
+            for (int rep = 0; rep < repetitions + 1; ++rep) {
+                for (const bool use_packed : {true, false}) {
+                    set_packed_weight_gemm(use_packed);
+                    const double seconds = time_once(run);
+                    if (rep > 0) { // the first run grows the arena
+                        (use_packed ? packed : blas).push_back(seconds);
+                    }
+                }
+            }
+            set_packed_weight_gemm(true);
+            const double flops = 4.0 * double(steps * shape.batch) * double(out * shape.hidden);
+            fmt::print("step products, {:<11} B={:<2} H={:<4} x {}, {} thread{}: packed {:6.3f} "
+                       "ms/step ({:5.1f} GFLOP/s), OpenBLAS {:6.3f} ms/step ({:5.1f} GFLOP/s): "
+                       "{:.2f}x\n",
+                       shape.name, shape.batch, shape.hidden, steps, threads,
+                       threads == 1 ? " " : "s", median(packed) / steps * 1e3,
+                       flops / median(packed) * 1e-9, median(blas) / steps * 1e3,
+                       flops / median(blas) * 1e-9, median(blas) / median(packed));
+        }
+    }
+    set_num_threads(2);
+}
+
 } // namespace
 
-/// Prints the BLAS configuration, then the two benchmarks as medians of repetitions.
+/// Prints the BLAS configuration, then the three benchmarks as medians of repetitions.
 int main() {
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     fmt::print("openblas core: {}\n", blas_core_name());
@@ -131,5 +190,6 @@ int main() {
     fmt::print("threads (default): {}\n", num_threads());
     bench_tape_overhead();
     bench_elementwise();
+    bench_step_products();
     return 0;
 }

@@ -161,7 +161,8 @@ class Tape {
     Var<T> constant(const Tensor<T>& value) { return constant(value.view()); }
     /// A leaf holding a copy of `value` whose gradient is kept (for inputs you differentiate by).
     Var<T> input(const Tensor<T>& value);
-    /// A leaf reading `parameter.value` in place; backward adds into `parameter.grad`.
+    /// A leaf reading `parameter.value` in place; backward adds into `parameter.grad`. Change the
+    /// value only between clear() and the next pass (backward reads it; packed_value copies it).
     Var<T> param(Parameter<T>& parameter);
     /// A leaf sharing `x`'s value with no link back to x's graph (gradient stops here).
     Var<T> detach(const Var<T>& x);
