@@ -24,7 +24,7 @@ int num_threads();
 /// Name of the OpenBLAS kernel family in use, e.g. "SkylakeX" or "Haswell".
 const char* blas_core_name();
 /// Turns the packed-weight GEMM on or off (on by default; CELLGRAD_PACKED_GEMM=0 turns it off at
-/// start-up). With it, float linear and linear_add_rows of at most 128 rows pack each weight once
+/// start-up). With it, float linear and linear_add_rows of 4 to 128 rows pack each weight once
 /// per tape and multiply with cellgrad's AVX-512 kernel instead of OpenBLAS.
 void set_packed_weight_gemm(bool enabled);
 /// True when the packed-weight GEMM is on and this CPU has AVX-512F.
