@@ -116,32 +116,14 @@ void panel_product(const float* x, std::size_t x_stride, std::size_t m, const fl
         micro_kernel<kernel_rows>(x + r * x_stride, x_stride, panel_data, depth, c + r * c_stride,
                                   c_stride, mask, load_c);
     }
-    const float* xr = x + r * x_stride;
-    float* cr = c + r * c_stride;
-    switch (m - r) {
-    case 1:
-        micro_kernel<1>(xr, x_stride, panel_data, depth, cr, c_stride, mask, load_c);
-        break;
-    case 2:
-        micro_kernel<2>(xr, x_stride, panel_data, depth, cr, c_stride, mask, load_c);
-        break;
-    case 3:
-        micro_kernel<3>(xr, x_stride, panel_data, depth, cr, c_stride, mask, load_c);
-        break;
-    case 4:
-        micro_kernel<4>(xr, x_stride, panel_data, depth, cr, c_stride, mask, load_c);
-        break;
-    case 5:
-        micro_kernel<5>(xr, x_stride, panel_data, depth, cr, c_stride, mask, load_c);
-        break;
-    case 6:
-        micro_kernel<6>(xr, x_stride, panel_data, depth, cr, c_stride, mask, load_c);
-        break;
-    case 7:
-        micro_kernel<7>(xr, x_stride, panel_data, depth, cr, c_stride, mask, load_c);
-        break;
-    default:
-        break;
+    using Kernel = void (*)(const float*, std::size_t, const float*, std::size_t, float*,
+                            std::size_t, const __mmask16*, bool);
+    static constexpr Kernel remainder_kernels[kernel_rows] = {
+        nullptr,         micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
+        micro_kernel<4>, micro_kernel<5>, micro_kernel<6>, micro_kernel<7>};
+    if (r < m) {
+        remainder_kernels[m - r](x + r * x_stride, x_stride, panel_data, depth, c + r * c_stride,
+                                 c_stride, mask, load_c);
     }
 }
 

@@ -134,10 +134,15 @@ RNNCell<T>::RNNCell(std::size_t input_size, std::size_t hidden_size, std::mt1993
     : GatedCell<T>(input_size, hidden_size, 1, bias, suffix, rng), nonlinearity_(nonlinearity) {}
 
 template <class T>
+Var<T> RNNCell<T>::activate(const Var<T>& pre_activation) const {
+    return nonlinearity_ == Nonlinearity::tanh ? tanh(pre_activation) : relu(pre_activation);
+}
+
+template <class T>
 std::vector<Var<T>> RNNCell<T>::step(const Var<T>& projected_input, std::span<const Var<T>> state) {
     const Var<T> pre_activation =
         add(projected_input, this->weights_.project_hidden(state[0])); // (B, H)
-    return {nonlinearity_ == Nonlinearity::tanh ? tanh(pre_activation) : relu(pre_activation)};
+    return {activate(pre_activation)};
 }
 
 template <class T>
@@ -149,7 +154,7 @@ std::vector<Var<T>> RNNCell<T>::step_rows(const Var<T>& source, std::size_t firs
     }
     const Var<T> pre_activation =
         this->weights_.project_hidden_plus(state[0], source, first_row, rows); // (B, H)
-    return {nonlinearity_ == Nonlinearity::tanh ? tanh(pre_activation) : relu(pre_activation)};
+    return {activate(pre_activation)};
 }
 
 // ---- LSTMCell --------------------------------------------------------------------------------

@@ -122,6 +122,8 @@ class RNNCell : public GatedCell<T> {
                                   std::span<const Var<T>> state) override;
 
   private:
+    /// h_t = tanh(pre_activation) or relu(pre_activation).
+    Var<T> activate(const Var<T>& pre_activation) const;
     Nonlinearity nonlinearity_;
 };
 
