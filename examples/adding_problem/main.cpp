@@ -17,6 +17,7 @@
 
 #include "adding.hpp"
 #include "cellgrad/optim/optim.hpp"
+#include "cellgrad/version.hpp"
 #include "progress.hpp"
 
 namespace {
@@ -203,6 +204,7 @@ int run(const Arguments& args) {
 /// Parses the command line and runs; errors go to stderr with exit code 1.
 int main(int argc, char** argv) {
     CLI::App app{"adding_problem: the adding problem (long time lag) on cellgrad"};
+    app.set_version_flag("--version", cellgrad::version_line("adding_problem"));
     Arguments args;
     app.add_option("--cell", args.model.cell, "rnn (tanh), lstm or gru")
         ->check(CLI::IsMember({"rnn", "lstm", "gru"}));

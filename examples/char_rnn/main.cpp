@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cellgrad/version.hpp"
 #include "char_rnn.hpp"
 #include "progress.hpp"
 
@@ -176,6 +177,7 @@ int run_eval(const std::string& checkpoint, const std::string& data, bool as_jso
 
 int main(int argc, char** argv) {
     CLI::App app{"char_rnn: character-level recurrent language model on cellgrad"};
+    app.set_version_flag("--version", cellgrad::version_line("char_rnn"));
     app.require_subcommand(1);
 
     TrainArguments train;

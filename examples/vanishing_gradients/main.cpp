@@ -24,6 +24,7 @@
 
 #include "adding.hpp"
 #include "cellgrad/optim/optim.hpp"
+#include "cellgrad/version.hpp"
 #include "progress.hpp"
 
 namespace {
@@ -408,6 +409,7 @@ int run(const Arguments& args) {
 /// Parses the command line and runs; errors go to stderr with exit code 1.
 int main(int argc, char** argv) {
     CLI::App app{"vanishing_gradients: gradient norms through time, RNN vs LSTM vs GRU"};
+    app.set_version_flag("--version", cellgrad::version_line("vanishing_gradients"));
     Arguments args;
     app.add_option("--T", args.steps_per_sequence, "sequence length")->check(CLI::Range(2, 100000));
     app.add_option("--hidden", args.hidden, "hidden units")->check(CLI::PositiveNumber);

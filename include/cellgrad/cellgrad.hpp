@@ -6,3 +6,4 @@
 #include "cellgrad/parallel.hpp"
 #include "cellgrad/tape.hpp"
 #include "cellgrad/tensor.hpp"
+#include "cellgrad/version.hpp"
