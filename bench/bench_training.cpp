@@ -68,7 +68,7 @@ std::size_t gate_count(const std::string& cell) {
 }
 
 /// Rows of the input-projection GEMMs: T*B embedded rows, or the V table rows when the step
-/// projects the embedding table (Recurrent::forward_tokens does when V < T*B).
+/// projects the embedding table (Recurrent::forward does for embedded tokens when V < T*B).
 std::size_t input_rows(const StepShape& s, bool project_table) {
     return project_table ? std::min(s.vocab, s.steps * s.batch) : s.steps * s.batch;
 }
@@ -97,7 +97,8 @@ double median(std::vector<double> samples) {
 class CellgradStep : public bench::TrainingStep {
   public:
     /// Builds embedding, sequence layer and decoder from `seed` and an SGD over all of them;
-    /// `from_tokens` feeds the layer with forward_tokens (else forward on the embedded rows).
+    /// `from_tokens` feeds the layer the embedded tokens, so it projects the table's rows; else
+    /// the embedded rows behind a zero-copy slice, which it takes as plain rows (LibTorch's GEMMs).
     CellgradStep(const StepShape& shape, std::vector<std::int32_t> inputs,
                  std::vector<std::int32_t> targets, double lr, std::uint64_t seed, bool from_tokens)
         : shape_(shape), from_tokens_(from_tokens), rng_(seed),
@@ -109,11 +110,11 @@ class CellgradStep : public bench::TrainingStep {
     /// One full training step on the fixed batch.
     double step() override {
         tape_.clear();
-        const nn::RecurrentOutput<float> output =
-            from_tokens_
-                ? rnn_->forward_tokens(tape_.param(embedding_.weight), inputs_, shape_.batch)
-                : rnn_->forward(embedding_.forward(tape_, inputs_), shape_.batch); // (T*B, E)
-        const Var<float> logits = decoder_.forward(output.output);                 // (T*B, V)
+        const Var<float> embedded = embedding_.forward(tape_, inputs_); // (T*B, E)
+        const nn::RecurrentOutput<float> output = rnn_->forward(
+            from_tokens_ ? embedded : cellgrad::slice_rows(embedded, 0, inputs_.size()),
+            shape_.batch);
+        const Var<float> logits = decoder_.forward(output.output); // (T*B, V)
         const Var<float> loss = cellgrad::cross_entropy<float>(logits, targets_);
         sgd_.zero_grad();
         tape_.backward(loss);
@@ -279,8 +280,8 @@ struct Row {
     int threads = 0;
     double tokens = 0;
     double flops = 0;            ///< GEMM FLOPs of the step on T*B embedded rows (LibTorch's)
-    double projected_flops = 0;  ///< the same with the embedding table projected (forward_tokens)
-    double cellgrad_seconds = 0; ///< forward_tokens
+    double projected_flops = 0;  ///< the same with the embedding table projected (token path)
+    double cellgrad_seconds = 0; ///< token path
     double cellgrad_embedded_seconds = 0; ///< forward on the embedded rows
     double sgemm_seconds = 0;
     double sgemm_projected_seconds = 0;
@@ -397,7 +398,7 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
         targets[i] = token(rng);
     }
 
-    // When V >= T*B forward_tokens gathers first, so both cellgrad paths are the same step.
+    // When V >= T*B the token path gathers first, so both cellgrad paths are the same step.
     const bool projects_table = input_rows(shape, true) < tokens;
     std::vector<Contender> contenders;
     for (const bool from_tokens : {true, false}) {
@@ -538,7 +539,7 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
                         options.warmup, options.steps, options.large_warmup, options.large_steps,
                         options.settle_ms);
     text +=
-        "- tokens/s = B*T / median step time. cellgrad feeds the layer with forward_tokens, "
+        "- tokens/s = B*T / median step time. cellgrad feeds the layer the embedded tokens, "
         "which projects the V = 65 embedding rows once and reads them by token when V < T*B (the "
         "same values and gradients, fewer FLOPs); the `embedded rows` columns run the same "
         "model on gathered embeddings, with LibTorch's GEMMs (they equal the first columns "

@@ -30,30 +30,7 @@ Operand<T> operand(View<const T> view, Shape out) {
             view.cols == 1 && out.cols > 1 ? std::size_t(0) : std::size_t(1)};
 }
 
-/// Calls body(r, c_begin, c_end) over pieces covering (rows, cols), about `grain` elements each.
-template <class Body>
-void for_each_piece(std::size_t rows, std::size_t cols, std::size_t grain, const Body& body) {
-    if (rows == 0 || cols == 0) {
-        return;
-    }
-    if (cols >= grain) {
-        const std::size_t pieces_per_row = (cols + grain - 1) / grain;
-        parallel_chunks(rows * pieces_per_row, 1, [&](std::size_t first, std::size_t last) {
-            for (std::size_t piece = first; piece < last; ++piece) {
-                const std::size_t r = piece / pieces_per_row;
-                const std::size_t c0 = (piece % pieces_per_row) * grain;
-                body(r, c0, std::min(c0 + grain, cols));
-            }
-        });
-        return;
-    }
-    parallel_chunks(rows, std::max<std::size_t>(1, grain / cols),
-                    [&](std::size_t first, std::size_t last) {
-                        for (std::size_t r = first; r < last; ++r) {
-                            body(r, 0, cols);
-                        }
-                    });
-}
+using cellgrad::for_each_piece;
 
 /// out = f(x) elementwise.
 template <class T, class F>

@@ -4,8 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "kernels.hpp"
-#include "packed_gemm.hpp"
+#include "cellgrad/parallel.hpp"
 
 namespace cellgrad {
 
@@ -153,10 +152,11 @@ Tensor<T> Var<T>::grad() const {
                                 "parameter or input, or was made under NoGradGuard)",
                                 tape_->describe(id_)));
     }
-    if (node.grad.data == nullptr) {
+    const View<T> grad = tape_->grad_if_any(id_);
+    if (grad.data == nullptr) {
         return Tensor<T>(node.value.rows, node.value.cols);
     }
-    return Tensor<T>(View<const T>(node.grad));
+    return Tensor<T>(View<const T>(grad));
 }
 
 template <class T>
@@ -215,24 +215,24 @@ void Tape<T>::set_backward(NodeId id, BackwardFn<T> backward) {
 }
 
 template <class T>
-const T* Tape<T>::packed_value(NodeId id, bool transposed) {
-    if constexpr (!std::is_same_v<T, float>) {
-        throw Error(fmt::format("packed_value: node {} is not float; the packed-weight GEMM is "
-                                "float only",
-                                describe(id)));
-    } else {
-        Node<T>& node = nodes_[id];
-        const T*& slot = node.packed[transposed ? 1 : 0];
-        if (slot == nullptr) {
-            const View<const T> value = node.value;
-            const std::size_t k = transposed ? value.cols : value.rows;
-            const std::size_t n = transposed ? value.rows : value.cols;
-            T* buffer = values_.allocate(kernels::packed_size(k, n));
-            kernels::pack_right_operand(value, transposed, buffer);
-            slot = buffer;
-        }
-        return slot;
+NodeId Tape<T>::record_columns(const char* op, NodeId base, std::size_t first, std::size_t cols) {
+    const View<T> whole = nodes_.at(base).value;
+    if (first + cols > whole.cols) {
+        throw Error(fmt::format("{}: columns [{}, {}) are outside {} of {}", op, first,
+                                first + cols, whole.shape(), describe(base)));
     }
+    Node<T> node;
+    node.op = op;
+    node.value = {whole.data + first, whole.rows, cols, whole.stride};
+    node.columns_of = base;
+    node.first_column = static_cast<std::uint32_t>(first);
+    const Var<T> input(this, base);
+    return push_node(node, std::span<const Var<T>>(&input, 1));
+}
+
+template <class T>
+void* Tape<T>::allocate_bytes(std::size_t bytes) {
+    return values_.allocate((bytes + sizeof(T) - 1) / sizeof(T));
 }
 
 template <class T>
@@ -247,8 +247,25 @@ std::span<const NodeId> Tape<T>::inputs(NodeId id) const {
 }
 
 template <class T>
+View<T> Tape<T>::grad_if_any(NodeId id) const {
+    const Node<T>& node = nodes_[id];
+    if (node.columns_of == ~NodeId(0) || node.grad.data != nullptr) {
+        return node.grad;
+    }
+    const View<T> whole = grad_if_any(node.columns_of);
+    return whole.data == nullptr ? View<T>{}
+                                 : View<T>{whole.data + node.first_column, whole.rows,
+                                           node.value.cols, whole.stride};
+}
+
+template <class T>
 View<T> Tape<T>::grad_for_update(NodeId id) {
     Node<T>& node = nodes_[id];
+    if (node.columns_of != ~NodeId(0) && node.grad.data == nullptr) {
+        grad_for_update(node.columns_of);
+        nodes_[id].grad = grad_if_any(id);
+        return nodes_[id].grad;
+    }
     if (node.grad.data == nullptr) {
         node.grad = allocate(node.value.rows, node.value.cols);
         std::memset(node.grad.data, 0, sizeof(T) * node.grad.size());
@@ -259,6 +276,10 @@ View<T> Tape<T>::grad_for_update(NodeId id) {
 template <class T>
 View<T> Tape<T>::grad_for_overwrite(NodeId id, bool& fresh) {
     Node<T>& node = nodes_[id];
+    if (node.columns_of != ~NodeId(0)) {
+        fresh = false; // the base's other columns may already hold gradient
+        return grad_for_update(id);
+    }
     fresh = node.grad.data == nullptr;
     if (fresh) {
         node.grad = allocate(node.value.rows, node.value.cols);
@@ -336,9 +357,10 @@ void Tape<T>::backward(const Var<T>& output, const Tensor<T>& seed) {
         if (node.parameter == nullptr) {
             node.grad = View<T>{};
         }
-        node.has_deferred = false;
     }
-    deferred_.clear();
+    for (auto& extension : extensions_) {
+        extension.second->begin_backward(*this);
+    }
     const View<T> grad = grad_for_update(output.id());
     for (std::size_t r = 0; r < grad.rows; ++r) {
         for (std::size_t c = 0; c < grad.cols; ++c) {
@@ -352,8 +374,10 @@ template <class T>
 void Tape<T>::run_backward(NodeId from) {
     for (std::int64_t id = from; id >= 0; --id) {
         const Node<T>& node = nodes_[static_cast<NodeId>(id)];
-        if (node.has_deferred) {
-            flush_deferred(static_cast<NodeId>(id));
+        if (node.notify_when_reached) {
+            for (auto& extension : extensions_) {
+                extension.second->reached(*this, static_cast<NodeId>(id));
+            }
         }
         if (node.backward == nullptr || node.grad.data == nullptr) {
             continue;
@@ -371,52 +395,6 @@ void Tape<T>::run_backward(NodeId from) {
                 }
             }
         }
-    }
-}
-
-template <class T>
-void Tape<T>::defer_weight_gradient(NodeId weight, View<const T> dy, View<const T> x) {
-    nodes_[weight].has_deferred = true;
-    deferred_.push_back({weight, dy, x});
-}
-
-template <class T>
-void Tape<T>::flush_deferred(NodeId weight) {
-    nodes_[weight].has_deferred = false;
-    std::vector<DeferredProduct> pieces;
-    std::erase_if(deferred_, [&](const DeferredProduct& product) {
-        if (product.weight != weight) {
-            return false;
-        }
-        pieces.push_back(product);
-        return true;
-    });
-    bool fresh = false;
-    const View<T> dw = grad_for_overwrite(weight, fresh);
-    const T beta = fresh ? T(0) : T(1);
-    if (pieces.size() == 1) {
-        kernels::gemm<T>(pieces[0].dy, true, pieces[0].x, false, dw, T(1), beta);
-    } else if (!pieces.empty()) {
-        // Stack the pieces' rows and sum them in one GEMM: dW = [dy_1; ...; dy_n]^T [x_1; ...].
-        std::vector<std::size_t> first_row(pieces.size() + 1, 0);
-        for (std::size_t i = 0; i < pieces.size(); ++i) {
-            first_row[i + 1] = first_row[i] + pieces[i].dy.rows;
-        }
-        const View<T> dy_all = allocate(first_row.back(), dw.rows);
-        const View<T> x_all = allocate(first_row.back(), dw.cols);
-        parallel_chunks(pieces.size(), 1, [&](std::size_t begin, std::size_t end) {
-            for (std::size_t i = begin; i < end; ++i) {
-                const std::size_t rows = pieces[i].dy.rows;
-                copy<T>(pieces[i].dy, {dy_all.row(first_row[i]), rows, dy_all.cols, dy_all.cols});
-                copy<T>(pieces[i].x, {x_all.row(first_row[i]), rows, x_all.cols, x_all.cols});
-            }
-        });
-        kernels::gemm<T>(dy_all, true, x_all, false, dw, T(1), beta);
-    }
-    if (anomaly_mode && !all_finite<T>(dw)) {
-        throw Error(fmt::format("anomaly: the weight gradient of {} summed over {} uses has a NaN "
-                                "or Inf (shape {})",
-                                describe(weight), pieces.size(), dw.shape()));
     }
 }
 
@@ -441,7 +419,9 @@ void Tape<T>::check_forward(NodeId id) const {
 template <class T>
 void Tape<T>::clear() {
     nodes_.clear();
-    deferred_.clear();
+    for (auto& extension : extensions_) {
+        extension.second->clear();
+    }
     input_ids_.clear();
     values_.reset();
     indices_.reset();

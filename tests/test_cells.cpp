@@ -262,26 +262,12 @@ TEST_CASE("cells: random weights match the scalar reference equations") {
             return reference::lstm_step(lstm.weights(), x, s);
         },
         3);
-    lstm.set_fused(false); // the composed primitives too
-    check_step_matches(
-        lstm,
-        [&](std::size_t, const reference::Vec& x, const reference::State& s) {
-            return reference::lstm_step(lstm.weights(), x, s);
-        },
-        5);
     check_step_matches(
         gru,
         [&](std::size_t, const reference::Vec& x, const reference::State& s) {
             return reference::gru_step(gru.weights(), x, s);
         },
         4);
-    gru.set_fused(false);
-    check_step_matches(
-        gru,
-        [&](std::size_t, const reference::Vec& x, const reference::State& s) {
-            return reference::gru_step(gru.weights(), x, s);
-        },
-        6);
 }
 
 TEST_CASE("cells: float64 gradient check of one step w.r.t. parameters, input and state") {
@@ -303,24 +289,18 @@ TEST_CASE("cells: float64 gradient check of one step w.r.t. parameters, input an
     }
     SUBCASE("LSTM (h and c)") {
         LSTMCell<double> cell(kInput, kHidden, rng, true, 1.0);
-        for (const bool fused : {true, false}) {
-            cell.set_fused(fused);
-            const GradCheckReport report = check_cell_gradients(cell, 23);
-            INFO((fused ? "fused: " : "composed: ") << report.summary());
-            CHECK(report.passed);
-            CHECK(report.max_rel_error < 1e-6);
-            CHECK(report.checked == cell.parameter_count() + kBatch * (kInput + 2 * kHidden));
-        }
+        const GradCheckReport report = check_cell_gradients(cell, 23);
+        INFO(report.summary());
+        CHECK(report.passed);
+        CHECK(report.max_rel_error < 1e-6);
+        CHECK(report.checked == cell.parameter_count() + kBatch * (kInput + 2 * kHidden));
     }
     SUBCASE("GRU") {
         GRUCell<double> cell(kInput, kHidden, rng);
-        for (const bool fused : {true, false}) {
-            cell.set_fused(fused);
-            const GradCheckReport report = check_cell_gradients(cell, 24);
-            INFO((fused ? "fused: " : "composed: ") << report.summary());
-            CHECK(report.passed);
-            CHECK(report.max_rel_error < 1e-6);
-        }
+        const GradCheckReport report = check_cell_gradients(cell, 24);
+        INFO(report.summary());
+        CHECK(report.passed);
+        CHECK(report.max_rel_error < 1e-6);
     }
     SUBCASE("cells without bias") {
         LSTMCell<double> lstm(kInput, kHidden, rng, false);

@@ -38,7 +38,9 @@ class LinearCell : public Cell<double> {
         w_ = tape.param(w);
     }
     Var<double> project_inputs(const Var<double>& x) override { return linear(x, u_); }
-    std::vector<Var<double>> step(const Var<double>& p, std::span<const Var<double>> s) override {
+    std::vector<Var<double>> step(const StepInput<double>& event,
+                                  std::span<const Var<double>> s) override {
+        const Var<double> p = event.var();
         return {add(p, linear(s[0], w_))}; // (B, H)
     }
 
@@ -67,10 +69,11 @@ class DetachedLSTMCell : public Cell<double> {
     std::vector<Parameter<double>*> parameters() override { return weights.parameters(); }
     void attach(Tape<double>& tape) override { weights.attach(tape); }
     Var<double> project_inputs(const Var<double>& x) override { return weights.project_inputs(x); }
-    std::vector<Var<double>> step(const Var<double>& p, std::span<const Var<double>> s) override {
+    std::vector<Var<double>> step(const StepInput<double>& event,
+                                  std::span<const Var<double>> s) override {
         const std::size_t H = weights.hidden_size;
-        const Var<double> h = s[0].tape().detach(s[0]);              // the cut
-        const Var<double> gates = add(p, weights.project_hidden(h)); // (B, 4H)
+        const Var<double> h = s[0].tape().detach(s[0]);      // the cut
+        const Var<double> gates = weights.gates(event, h); // (B, 4H)
         const Var<double> i = sigmoid(slice_cols(gates, 0, H));
         const Var<double> f = sigmoid(slice_cols(gates, H, 2 * H));
         const Var<double> g = tanh(slice_cols(gates, 2 * H, 3 * H));

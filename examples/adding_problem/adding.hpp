@@ -64,7 +64,6 @@ struct ModelSpec {
     std::string cell = "lstm";
     std::size_t hidden = 128;
     double forget_bias = 0.0;
-    bool fused_gates = true; ///< LSTM/GRU gate math as one fused node per step (faster)
 };
 
 /// A one-layer recurrent layer (PyTorch names and init) and a Linear(H, 1) head on h_T.
@@ -88,7 +87,6 @@ class Model {
             throw cellgrad::Error(
                 fmt::format("adding: unknown cell '{}' (needs rnn, lstm or gru)", spec.cell));
         }
-        set_fused_gates(spec.fused_gates);
         head_ = std::make_unique<cellgrad::nn::Linear<T>>(spec.hidden, 1, rng, true, "head.");
     }
 
@@ -116,17 +114,6 @@ class Model {
         cellgrad::nn::RecurrentOutput<T> output;
         const cellgrad::Var<T> prediction = forward(tape, batch, output);
         return double(cellgrad::mse_loss(prediction, tape.constant(batch.targets)).item());
-    }
-
-    /// Switches the LSTM/GRU step between the fused gate node and the composed primitives. The
-    /// composed cell keeps c_t as its own node, so states[..][t][1].grad() is the full dL/dc_t.
-    void set_fused_gates(bool fused) {
-        if (auto* lstm = dynamic_cast<cellgrad::nn::LSTMCell<T>*>(&rnn_->cell(0))) {
-            lstm->set_fused(fused);
-        } else if (auto* gru = dynamic_cast<cellgrad::nn::GRUCell<T>*>(&rnn_->cell(0))) {
-            gru->set_fused(fused);
-        }
-        spec_.fused_gates = fused;
     }
 
     /// The specification the model was built from.

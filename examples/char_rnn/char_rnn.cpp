@@ -132,10 +132,10 @@ CharModel::CharModel(const ModelConfig& config, Vocabulary vocabulary, std::uint
 Var<float> CharModel::forward(cellgrad::Tape<float>& tape, std::span<const std::int32_t> indices,
                               std::size_t batch, const nn::RecurrentState<float>& state,
                               nn::RecurrentState<float>* final_state) {
-    // The embedding rows go straight into the layer: it projects the V table rows once instead
-    // of T*B embedded rows when V < T*B.
+    // Embedded tokens: the layer projects the V table rows once instead of T*B embedded rows when
+    // V < T*B.
     nn::RecurrentOutput<float> output =
-        rnn_->forward_tokens(tape.param(embedding_.weight), indices, batch, state);
+        rnn_->forward(embedding_.forward(tape, indices), batch, state);
     if (final_state != nullptr) {
         *final_state = output.final_state;
     }

@@ -8,6 +8,7 @@
 // thread count), so there is one thread pool and the cores are never oversubscribed.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <vector>
 
@@ -57,6 +58,31 @@ void parallel_chunks(std::size_t n, std::size_t grain, const Body& body) {
             }
         },
         tbb::static_partitioner());
+}
+
+/// Calls body(r, c_begin, c_end) over pieces covering (rows, cols), about `grain` elements each.
+template <class Body>
+void for_each_piece(std::size_t rows, std::size_t cols, std::size_t grain, const Body& body) {
+    if (rows == 0 || cols == 0) {
+        return;
+    }
+    if (cols >= grain) {
+        const std::size_t pieces_per_row = (cols + grain - 1) / grain;
+        parallel_chunks(rows * pieces_per_row, 1, [&](std::size_t first, std::size_t last) {
+            for (std::size_t piece = first; piece < last; ++piece) {
+                const std::size_t r = piece / pieces_per_row;
+                const std::size_t c0 = (piece % pieces_per_row) * grain;
+                body(r, c0, std::min(c0 + grain, cols));
+            }
+        });
+        return;
+    }
+    parallel_chunks(rows, std::max<std::size_t>(1, grain / cols),
+                    [&](std::size_t first, std::size_t last) {
+                        for (std::size_t r = first; r < last; ++r) {
+                            body(r, 0, cols);
+                        }
+                    });
 }
 
 /// Sum over fixed chunks of [0, n): partial(begin, end) per chunk, added in chunk order.

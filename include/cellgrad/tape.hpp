@@ -11,8 +11,12 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <new>
 #include <span>
 #include <string>
+#include <type_traits>
+#include <typeindex>
+#include <utility>
 #include <vector>
 
 #include "cellgrad/tensor.hpp"
@@ -76,15 +80,31 @@ struct Node {
     std::uint32_t input_count = 0;
     std::uint32_t label = 0; ///< 0 = no label
     bool requires_grad = false;
-    bool has_deferred = false;         ///< weight-gradient products queued for this node (see Tape)
+    bool notify_when_reached = false;  ///< tape extensions hear when backward reaches this node
     double scalars[2] = {0, 0};        ///< op attributes (scale, offset, ...)
     std::int64_t integers[2] = {0, 0}; ///< op attributes (offsets, flags, ...)
     View<T> saved;       ///< tensor kept by forward for backward (e.g. softmax probabilities)
     View<T> saved_extra; ///< a second kept tensor (e.g. per-row loss weights)
     const std::int32_t* indices = nullptr; ///< indices kept by forward (rows, targets)
+    const void* attributes = nullptr;      ///< typed op attributes (see Tape::set_attributes)
     Parameter<T>* parameter = nullptr;     ///< set on parameter leaves
-    /// The value packed for the packed-weight GEMM: [0] as is, [1] transposed (see packed_value).
-    const T* packed[2] = {nullptr, nullptr};
+    /// Column views (record_columns) share their base node's gradient: base id, else none.
+    NodeId columns_of = ~NodeId(0);
+    std::uint32_t first_column = 0; ///< first column of the base node a column view shows
+};
+
+/// State an op family keeps on a tape beside its nodes (the GEMM layer's packed weights and
+/// queued weight gradients); the tape calls it at the points of a pass named below.
+template <class T>
+class TapeExtension {
+  public:
+    virtual ~TapeExtension() = default;
+    /// backward() is about to start its reverse loop.
+    virtual void begin_backward(Tape<T>&) {}
+    /// The reverse loop reached `id`, marked by Tape::notify_when_reached: all its users are done.
+    virtual void reached(Tape<T>&, NodeId) {}
+    /// clear() drops every node.
+    virtual void clear() {}
 };
 
 /// Handle to a node of a tape; cheap to copy; invalid after the tape is cleared.
@@ -208,15 +228,37 @@ class Tape {
     /// The node's gradient for a backward that covers every element: on first use it is left
     /// uninitialised and `fresh` is set, so the caller writes (=) instead of adding (+=).
     View<T> grad_for_overwrite(NodeId id, bool& fresh);
-    /// Queues dW += dy^T x into the gradient of node `weight` (a linear's weight gradient). The
-    /// reverse pass reaches `weight` after every node that uses it, and sums all products queued
-    /// for it there as one GEMM over their stacked rows: T per-step (B, in) products of a
-    /// recurrent weight become one with T*B rows. dy and x must stay unchanged until then.
-    void defer_weight_gradient(NodeId weight, View<const T> dy, View<const T> x);
-    /// Node `id`'s value packed as the right operand of the packed-weight GEMM (value^T when
-    /// `transposed`), made on the first request and kept until clear(); float tapes with
-    /// packed_weight_gemm_active() only. The value must not change while the tape holds it.
-    const T* packed_value(NodeId id, bool transposed);
+    /// The node's gradient if one was allocated (a column view's: its base's columns), else null.
+    View<T> grad_if_any(NodeId id) const;
+    /// Records a view of columns [first, first + cols) of node `base` whose value and gradient are
+    /// the base's own columns: no copy forward, nothing to add backward (a multi-output node's
+    /// outputs).
+    NodeId record_columns(const char* op, NodeId base, std::size_t first, std::size_t cols);
+    /// Stores a trivially copyable attribute record for node `id` until clear().
+    template <class A>
+    void set_attributes(NodeId id, const A& attributes) {
+        static_assert(std::is_trivially_copyable_v<A>, "node attributes are plain data");
+        void* memory = allocate_bytes(sizeof(A));
+        nodes_[id].attributes = new (memory) A(attributes);
+    }
+    /// The attribute record stored for node `id` by set_attributes<A>.
+    template <class A>
+    const A& attributes(NodeId id) const {
+        return *static_cast<const A*>(nodes_[id].attributes);
+    }
+    /// The extension of type E on this tape, made on first use (one per type and tape).
+    template <class E>
+    E& extension() {
+        for (auto& [type, instance] : extensions_) {
+            if (type == std::type_index(typeid(E))) {
+                return static_cast<E&>(*instance);
+            }
+        }
+        extensions_.emplace_back(std::type_index(typeid(E)), std::make_unique<E>());
+        return static_cast<E&>(*extensions_.back().second);
+    }
+    /// Makes the reverse loop tell every extension when it reaches node `id`.
+    void notify_when_reached(NodeId id) { nodes_[id].notify_when_reached = true; }
     /// Uninitialised (rows, cols) buffer that lives until clear().
     View<T> allocate(std::size_t rows, std::size_t cols);
     /// Uninitialised index buffer that lives until clear().
@@ -237,15 +279,10 @@ class Tape {
   private:
     NodeId push_node(Node<T> node, std::span<const Var<T>> inputs);
     void run_backward(NodeId from);
-    void flush_deferred(NodeId weight);
-    /// One queued weight-gradient product dW += dy^T x.
-    struct DeferredProduct {
-        NodeId weight;
-        View<const T> dy;
-        View<const T> x;
-    };
+    /// Uninitialised 64-byte aligned bytes that live until clear().
+    void* allocate_bytes(std::size_t bytes);
     std::vector<Node<T>> nodes_;
-    std::vector<DeferredProduct> deferred_;
+    std::vector<std::pair<std::type_index, std::unique_ptr<TapeExtension<T>>>> extensions_;
     std::vector<NodeId> input_ids_;
     Arena<T> values_;
     Arena<std::int32_t> indices_;

@@ -2,8 +2,8 @@
 
 #include <cmath>
 
-#include "cellgrad/fused.hpp"
 #include "cellgrad/nn/linear.hpp"
+#include "cellgrad/pointwise.hpp"
 
 namespace cellgrad::nn {
 
@@ -119,11 +119,11 @@ Var<T> GatedWeights<T>::project_hidden(const Var<T>& h) const {
 }
 
 template <class T>
-Var<T> GatedWeights<T>::project_hidden_plus(const Var<T>& h, const Var<T>& source,
-                                            std::size_t first_row,
-                                            std::span<const std::int32_t> rows) const {
-    return rows.empty() ? linear_add_rows(h, weight_hh_var_, bias_hh_var_, source, first_row)
-                        : linear_add_rows(h, weight_hh_var_, bias_hh_var_, source, rows);
+Var<T> GatedWeights<T>::gates(const StepInput<T>& event, const Var<T>& h) const {
+    return event.rows.empty() ? linear_add_rows(h, weight_hh_var_, bias_hh_var_, event.source,
+                                                event.first_row)
+                              : linear_add_rows(h, weight_hh_var_, bias_hh_var_, event.source,
+                                                event.rows);
 }
 
 // ---- RNNCell ---------------------------------------------------------------------------------
@@ -134,27 +134,12 @@ RNNCell<T>::RNNCell(std::size_t input_size, std::size_t hidden_size, std::mt1993
     : GatedCell<T>(input_size, hidden_size, 1, bias, suffix, rng), nonlinearity_(nonlinearity) {}
 
 template <class T>
-Var<T> RNNCell<T>::activate(const Var<T>& pre_activation) const {
-    return nonlinearity_ == Nonlinearity::tanh ? tanh(pre_activation) : relu(pre_activation);
-}
-
-template <class T>
-std::vector<Var<T>> RNNCell<T>::step(const Var<T>& projected_input, std::span<const Var<T>> state) {
-    const Var<T> pre_activation =
-        add(projected_input, this->weights_.project_hidden(state[0])); // (B, H)
-    return {activate(pre_activation)};
-}
-
-template <class T>
-std::vector<Var<T>> RNNCell<T>::step_rows(const Var<T>& source, std::size_t first_row,
-                                          std::span<const std::int32_t> rows, std::size_t batch,
-                                          std::span<const Var<T>> state) {
-    if (!this->fused_) {
-        return Cell<T>::step_rows(source, first_row, rows, batch, state);
+std::vector<Var<T>> RNNCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {
+    const Var<T> pre_activation = this->weights_.gates(event, state[0]); // (B, H)
+    if (nonlinearity_ == Nonlinearity::relu) {
+        return {pointwise("rnn_relu", [](auto a) { return relu(a); }, pre_activation)[0]};
     }
-    const Var<T> pre_activation =
-        this->weights_.project_hidden_plus(state[0], source, first_row, rows); // (B, H)
-    return {activate(pre_activation)};
+    return {pointwise("rnn_tanh", [](auto a) { return tanh(a); }, pre_activation)[0]};
 }
 
 // ---- LSTMCell --------------------------------------------------------------------------------
@@ -173,56 +158,25 @@ LSTMCell<T>::LSTMCell(std::size_t input_size, std::size_t hidden_size, std::mt19
     }
 }
 
-template <class T>
-std::vector<Var<T>> LSTMCell<T>::step(const Var<T>& projected_input,
-                                      std::span<const Var<T>> state) {
-    if (!this->fused_) {
-        return step_composed(projected_input, state);
-    }
-    const Var<T> gates = add(projected_input, this->weights_.project_hidden(state[0])); // (B, 4H)
-    return fused_gates(gates, state[1]);
-}
+/// The LSTM's gates per unit, from the pre-activations of the input, forget, candidate and output
+/// gates and the long-term memory c: returns (STM h', LTM c').
+inline constexpr auto lstm_gates = [](auto a_i, auto a_f, auto a_g, auto a_o, auto long_term) {
+    auto kept = named("forget", sigmoid(a_f)) * long_term;                         // forget gate
+    auto learned = named("input", sigmoid(a_i)) * named("candidate", tanh(a_g)); // learn gate
+    auto new_long_term = kept + learned;                                         // remember gate
+    auto new_short_term = named("output", sigmoid(a_o)) * tanh(new_long_term);   // use gate
+    return std::tuple{new_short_term, new_long_term};
+};
 
 template <class T>
-std::vector<Var<T>> LSTMCell<T>::step_rows(const Var<T>& source, std::size_t first_row,
-                                           std::span<const std::int32_t> rows, std::size_t batch,
-                                           std::span<const Var<T>> state) {
-    if (!this->fused_) {
-        return Cell<T>::step_rows(source, first_row, rows, batch, state);
-    }
-    const Var<T> gates = this->weights_.project_hidden_plus(state[0], source, first_row, rows);
-    return fused_gates(gates, state[1]); // gates (B, 4H)
-}
-
-template <class T>
-std::vector<Var<T>> LSTMCell<T>::fused_gates(const Var<T>& gates, const Var<T>& long_term_memory) {
-    const Var<T> new_long_term_memory = lstm_cell_state(gates, long_term_memory); // remember gate
-    const Var<T> new_short_term_memory = lstm_hidden_state(gates, new_long_term_memory); // use
-    return {new_short_term_memory, new_long_term_memory};
-}
-
-template <class T>
-std::vector<Var<T>> LSTMCell<T>::step_composed(const Var<T>& projected_input,
-                                               std::span<const Var<T>> state) {
-    const std::size_t H = this->weights_.hidden_size;
-    const Var<T>& short_term_memory = state[0]; // h
-    const Var<T>& long_term_memory = state[1];  // c
-    // All four gates' pre-activations from the event and the short-term memory: (B, 4H) =
-    // [i|f|g|o].
-    const Var<T> gates = add(projected_input, this->weights_.project_hidden(short_term_memory));
-    const Var<T> input_gate = sigmoid(slice_cols(gates, 0, H));
-    const Var<T> forget_gate = sigmoid(slice_cols(gates, H, 2 * H));
-    const Var<T> candidate = tanh(slice_cols(gates, 2 * H, 3 * H));
-    const Var<T> output_gate = sigmoid(slice_cols(gates, 3 * H, 4 * H));
-    // Forget gate: how much of the long-term memory is kept.
-    const Var<T> kept_memory = mul(forget_gate, long_term_memory);
-    // Learn gate: the new information worth learning, input gate times candidate.
-    const Var<T> learned = mul(input_gate, candidate);
-    // Remember gate: the new long-term memory, what was kept plus what was learned.
-    const Var<T> new_long_term_memory = add(kept_memory, learned);
-    // Use gate: the new short-term memory, the output gate applied to the squashed memory.
-    const Var<T> new_short_term_memory = mul(output_gate, tanh(new_long_term_memory));
-    return {new_short_term_memory, new_long_term_memory};
+std::vector<Var<T>> LSTMCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {
+    const Var<T>& short_term = state[0]; // h
+    const Var<T>& long_term = state[1];  // c
+    // The four gates' pre-activations from the event and the short-term memory: (B, 4H) [i|f|g|o].
+    const auto [a_i, a_f, a_g, a_o] = split_columns<4>(this->weights_.gates(event, short_term));
+    const auto [new_short_term, new_long_term] =
+        pointwise("lstm", lstm_gates, a_i, a_f, a_g, a_o, Columns<T>(long_term));
+    return {new_short_term, new_long_term};
 }
 
 // ---- GRUCell ---------------------------------------------------------------------------------
@@ -232,34 +186,22 @@ GRUCell<T>::GRUCell(std::size_t input_size, std::size_t hidden_size, std::mt1993
                     bool bias, const std::string& suffix)
     : GatedCell<T>(input_size, hidden_size, 3, bias, suffix, rng) {}
 
-template <class T>
-std::vector<Var<T>> GRUCell<T>::step(const Var<T>& projected_input, std::span<const Var<T>> state) {
-    if (!this->fused_) {
-        return step_composed(projected_input, state);
-    }
-    const Var<T> hidden_part = this->weights_.project_hidden(state[0]); // (B, 3H)
-    return {gru_gates(projected_input, hidden_part, state[0])};
-}
+/// The GRU's gates per unit, from the event's and the old state's parts of the reset, update and
+/// candidate pre-activations and the old state h: returns h'.
+inline constexpr auto gru_gates = [](auto x_r, auto x_z, auto x_n, auto h_r, auto h_z, auto h_n,
+                                     auto h) {
+    auto reset = named("reset", sigmoid(x_r + h_r));   // how much of h the candidate sees
+    auto update = named("update", sigmoid(x_z + h_z)); // how much of h is kept
+    auto candidate = named("candidate", tanh(x_n + reset * h_n));
+    return (1.0 - update) * candidate + update * h;
+};
 
 template <class T>
-std::vector<Var<T>> GRUCell<T>::step_composed(const Var<T>& projected_input,
-                                              std::span<const Var<T>> state) {
-    const std::size_t H = this->weights_.hidden_size;
+std::vector<Var<T>> GRUCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {
     const Var<T>& h = state[0];
-    const Var<T> hidden_part = this->weights_.project_hidden(h); // (B, 3H) = [r|z|n]
-    // Reset gate: how much of the old state the candidate may look at.
-    const Var<T> reset_gate =
-        sigmoid(add(slice_cols(projected_input, 0, H), slice_cols(hidden_part, 0, H)));
-    // Update gate: how much of the old state is kept (the LSTM's forget gate; 1 - z is its input
-    // gate).
-    const Var<T> update_gate =
-        sigmoid(add(slice_cols(projected_input, H, 2 * H), slice_cols(hidden_part, H, 2 * H)));
-    // Candidate state from the event and the reset-filtered old state.
-    const Var<T> candidate = tanh(add(slice_cols(projected_input, 2 * H, 3 * H),
-                                      mul(reset_gate, slice_cols(hidden_part, 2 * H, 3 * H))));
-    // New state: h' = (1 - z) * n + z * h.
-    const Var<T> new_h = add(mul(one_minus(update_gate), candidate), mul(update_gate, h));
-    return {new_h};
+    const auto [x_r, x_z, x_n] = split_columns<3>(event.var());                         // (B, 3H)
+    const auto [h_r, h_z, h_n] = split_columns<3>(this->weights_.project_hidden(h)); // (B, 3H)
+    return {pointwise("gru", gru_gates, x_r, x_z, x_n, h_r, h_z, h_n, Columns<T>(h))[0]};
 }
 
 #define CELLGRAD_INSTANTIATE(T)                                                                    \

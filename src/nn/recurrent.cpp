@@ -1,5 +1,7 @@
 #include "cellgrad/nn/recurrent.hpp"
 
+#include <string_view>
+
 namespace cellgrad::nn {
 
 std::string layer_suffix(std::size_t layer, bool reverse) {
@@ -76,22 +78,19 @@ RecurrentOutput<T> Recurrent<T>::forward(const Var<T>& input, std::size_t batch,
                                 "sequences stacked time-major",
                                 kind_, shape, options_.input_size, batch));
     }
-    return run(&input, nullptr, {}, batch, initial, lengths);
-}
-
-template <class T>
-RecurrentOutput<T> Recurrent<T>::forward_tokens(const Var<T>& table,
-                                                std::span<const std::int32_t> tokens,
-                                                std::size_t batch, const RecurrentState<T>& initial,
-                                                std::span<const std::int32_t> lengths) {
-    const Shape shape = table.shape();
-    if (batch == 0 || tokens.empty() || tokens.size() % batch != 0 ||
-        shape.cols != options_.input_size) {
-        throw Error(fmt::format("{}: forward_tokens needs a (V, {}) table and T*B tokens with "
-                                "T >= 1 steps of B = {} sequences; got table {} and {} tokens",
-                                kind_, options_.input_size, batch, shape, tokens.size()));
+    // Embedded tokens (a row gather of a table with fewer rows than the input): project the
+    // table's rows once and let each step read its tokens' rows of the projection. The same values
+    // and gradients, with V-row instead of T*B-row input GEMMs.
+    Tape<T>& tape = input.tape();
+    const Node<T>& node = tape.node(input.id());
+    if (std::string_view(node.op) == "gather_rows" && node.indices != nullptr) {
+        const Var<T> table(&tape, tape.inputs(input.id())[0]);
+        if (table.rows() < shape.rows) {
+            return run(nullptr, &table, std::span<const std::int32_t>(node.indices, shape.rows),
+                       batch, initial, lengths);
+        }
     }
-    return run(nullptr, &table, tokens, batch, initial, lengths);
+    return run(&input, nullptr, {}, batch, initial, lengths);
 }
 
 template <class T>
@@ -185,10 +184,10 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
             for (std::size_t i = 0; i < steps; ++i) {
                 const std::size_t t = direction == 0 ? i : steps - 1 - i;
                 LabelScope<T> step_label(tape, fmt::format("t={}", t));
-                std::vector<Var<T>> next =
-                    from_table ? cell.step_rows(projected, 0, tokens.subspan(t * batch, batch),
-                                                batch, state)
-                               : cell.step_rows(projected, t * batch, {}, batch, state);
+                const StepInput<T> event =
+                    from_table ? StepInput<T>(projected, tokens.subspan(t * batch, batch))
+                               : StepInput<T>(projected, t * batch, batch);
+                std::vector<Var<T>> next = cell.step(event, state);
                 if (!masks.empty()) {
                     // Padded steps keep the old state (mask * new + (1 - mask) * old is exactly
                     // one of the two); their outputs are zero. The output is taken from the kept
@@ -237,7 +236,6 @@ LSTM<T>::LSTM(const RecurrentOptions& options, std::mt19937_64& rng)
           auto cell =
               std::make_unique<LSTMCell<T>>(input_size, options.hidden_size, rng, options.bias,
                                             options.forget_bias, layer_suffix(layer, reverse));
-          cell->set_fused(options.fused_gates);
           return cell;
       }) {}
 
@@ -246,7 +244,6 @@ GRU<T>::GRU(const RecurrentOptions& options, std::mt19937_64& rng)
     : Recurrent<T>("gru", options, [&](std::size_t input_size, std::size_t layer, bool reverse) {
           auto cell = std::make_unique<GRUCell<T>>(input_size, options.hidden_size, rng,
                                                    options.bias, layer_suffix(layer, reverse));
-          cell->set_fused(options.fused_gates);
           return cell;
       }) {}
 

@@ -1,4 +1,5 @@
-// Recurrent cells composed from primitive ops (no hand-written backward), with PyTorch's
+// Recurrent cells: GEMMs, then one pointwise node whose backward is derived (no hand-written
+// backward), with PyTorch's
 // equations, gate order, parameter names, shapes and init (U(-1/sqrt(H), 1/sqrt(H))).
 //
 // The lesson's vocabulary: long-term memory (LTM) = cell state c, short-term memory (STM) =
@@ -16,6 +17,29 @@
 
 namespace cellgrad::nn {
 
+/// A step's event after the cell's input projection: `batch` rows of `source` (n, P), read in
+/// place: rows first_row .. first_row + batch - 1, or rows[b] when `rows` is not empty.
+template <class T>
+struct StepInput {
+    Var<T> source;
+    std::size_t first_row = 0;
+    std::span<const std::int32_t> rows;
+    std::size_t batch = 0;
+    /// All rows of `projected` (a step's (B, P) projected event).
+    StepInput(const Var<T>& projected) : source(projected), batch(projected.rows()) {}
+    /// Rows first .. first + count - 1 of source.
+    StepInput(const Var<T>& all, std::size_t first, std::size_t count)
+        : source(all), first_row(first), batch(count) {}
+    /// Rows picked[b] of source.
+    StepInput(const Var<T>& all, std::span<const std::int32_t> picked)
+        : source(all), rows(picked), batch(picked.size()) {}
+    /// The rows as a (B, P) Var: a zero-copy slice, or a gather of the picked rows.
+    Var<T> var() const {
+        return rows.empty() ? slice_rows(source, first_row, first_row + batch)
+                            : gather_rows(source, rows);
+    }
+};
+
 /// What the sequence machinery needs from a cell; implement it for your own cell type.
 template <class T>
 class Cell : public Module<T> {
@@ -29,22 +53,11 @@ class Cell : public Module<T> {
     /// Records the parameters on `tape` for the steps that follow (call once per sequence run).
     virtual void attach(Tape<T>& tape) = 0;
     /// Input-only part of all T steps at once, (T*B, in) -> (T*B, P), row by row (output row r
-    /// depends on input row r only; Recurrent::forward_tokens relies on it); default: x
-    /// unchanged.
+    /// depends on input row r only, so the runner may project an embedding table's rows instead
+    /// of the embedded tokens); default: x unchanged.
     virtual Var<T> project_inputs(const Var<T>& x) { return x; }
-    /// One step: projected input (B, P) and the state -> the new state (h first).
-    virtual std::vector<Var<T>> step(const Var<T>& projected_input,
-                                     std::span<const Var<T>> state) = 0;
-    /// One step whose projected input is B rows of `source` (., P): rows[b] of it, or rows
-    /// first_row .. first_row + B - 1 when `rows` is empty. Default: step() on a slice or gather
-    /// of those rows; built-in cells fold the rows into their hidden projection instead.
-    virtual std::vector<Var<T>> step_rows(const Var<T>& source, std::size_t first_row,
-                                          std::span<const std::int32_t> rows, std::size_t batch,
-                                          std::span<const Var<T>> state) {
-        return step(rows.empty() ? slice_rows(source, first_row, first_row + batch)
-                                 : gather_rows(source, rows),
-                    state);
-    }
+    /// One step: the projected event (B, P) and the state -> the new state (h first).
+    virtual std::vector<Var<T>> step(const StepInput<T>& event, std::span<const Var<T>> state) = 0;
 };
 
 /// Weights shared by the built-in cells: weight_ih (G*H, in), weight_hh (G*H, H), two biases (G*H).
@@ -62,9 +75,8 @@ class GatedWeights {
     Var<T> project_inputs(const Var<T>& x) const;
     /// h W_hh^T + b_hh: (B, H) -> (B, G*H).
     Var<T> project_hidden(const Var<T>& h) const;
-    /// h W_hh^T + b_hh + the B rows of `source` that Cell::step_rows names, as one node.
-    Var<T> project_hidden_plus(const Var<T>& h, const Var<T>& source, std::size_t first_row,
-                               std::span<const std::int32_t> rows) const;
+    /// A step's gate pre-activations h W_hh^T + b_hh + the event's rows, as one node (B, G*H).
+    Var<T> gates(const StepInput<T>& event, const Var<T>& h) const;
 
     std::size_t input_size;
     std::size_t hidden_size;
@@ -80,8 +92,7 @@ class GatedWeights {
 /// Activation of the plain RNN.
 enum class Nonlinearity { tanh, relu };
 
-/// What the built-in cells share: PyTorch's stacked weights, the Cell plumbing that forwards to
-/// them, and the choice between a fused gate node and the composed primitives.
+/// What the built-in cells share: PyTorch's stacked weights and the Cell plumbing for them.
 template <class T>
 class GatedCell : public Cell<T> {
   public:
@@ -90,9 +101,6 @@ class GatedCell : public Cell<T> {
     std::vector<Parameter<T>*> parameters() override { return weights_.parameters(); }
     void attach(Tape<T>& tape) override { weights_.attach(tape); }
     Var<T> project_inputs(const Var<T>& x) override { return weights_.project_inputs(x); }
-    /// Chooses the fused gate node (default) or the composed primitives for step(); a cell
-    /// without a fused node (RNNCell) ignores it.
-    void set_fused(bool fused) { fused_ = fused; }
     /// The weights (for tests and checkpoints).
     GatedWeights<T>& weights() { return weights_; }
 
@@ -103,7 +111,6 @@ class GatedCell : public Cell<T> {
         : weights_(input_size, hidden_size, gates, bias, suffix, rng) {}
 
     GatedWeights<T> weights_;
-    bool fused_ = true;
 };
 
 /// Elman RNN cell: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh) (torch.nn.RNNCell).
@@ -114,16 +121,10 @@ class RNNCell : public GatedCell<T> {
     RNNCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
             Nonlinearity nonlinearity = Nonlinearity::tanh, bool bias = true,
             const std::string& suffix = "");
-    /// h' = act(projected x + h W_hh^T + b_hh).
-    std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
-    /// The same with the projected input rows added inside the hidden projection's node.
-    std::vector<Var<T>> step_rows(const Var<T>& source, std::size_t first_row,
-                                  std::span<const std::int32_t> rows, std::size_t batch,
-                                  std::span<const Var<T>> state) override;
+    /// h' = act(event + h W_hh^T + b_hh).
+    std::vector<Var<T>> step(const StepInput<T>& event, std::span<const Var<T>> state) override;
 
   private:
-    /// h_t = tanh(pre_activation) or relu(pre_activation).
-    Var<T> activate(const Var<T>& pre_activation) const;
     Nonlinearity nonlinearity_;
 };
 
@@ -137,17 +138,7 @@ class LSTMCell : public GatedCell<T> {
              bool bias = true, double forget_bias = 0.0, const std::string& suffix = "");
     std::size_t state_size() const override { return 2; }
     /// (h, c) -> (h', c'): c' = f*c + i*g, h' = o*tanh(c').
-    std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
-    /// The fused step with the projected input rows added inside the hidden projection's node.
-    std::vector<Var<T>> step_rows(const Var<T>& source, std::size_t first_row,
-                                  std::span<const std::int32_t> rows, std::size_t batch,
-                                  std::span<const Var<T>> state) override;
-    /// The same step written gate by gate with primitive ops (the lesson's reference).
-    std::vector<Var<T>> step_composed(const Var<T>& projected_input, std::span<const Var<T>> state);
-
-  private:
-    /// The remember and use gates from the gate pre-activations (B, 4H) and c.
-    std::vector<Var<T>> fused_gates(const Var<T>& gates, const Var<T>& long_term_memory);
+    std::vector<Var<T>> step(const StepInput<T>& event, std::span<const Var<T>> state) override;
 };
 
 /// GRU cell (torch.nn.GRUCell), gates stacked r, z, n; state h.
@@ -158,9 +149,7 @@ class GRUCell : public GatedCell<T> {
     GRUCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng, bool bias = true,
             const std::string& suffix = "");
     /// h' = (1 - z) * n + z * h with n = tanh(x_n + r * (h W_hn^T + b_hn)).
-    std::vector<Var<T>> step(const Var<T>& projected_input, std::span<const Var<T>> state) override;
-    /// The same step written gate by gate with primitive ops (the lesson's reference).
-    std::vector<Var<T>> step_composed(const Var<T>& projected_input, std::span<const Var<T>> state);
+    std::vector<Var<T>> step(const StepInput<T>& event, std::span<const Var<T>> state) override;
 };
 
 } // namespace cellgrad::nn

@@ -28,8 +28,6 @@ struct RecurrentOptions {
     Nonlinearity nonlinearity = Nonlinearity::tanh; ///< plain RNN only
     std::uint64_t dropout_seed = 0;                 ///< seeds the dropout masks
     std::string parameter_prefix;                   ///< prepended to every parameter name ("rnn.")
-    bool fused_gates =
-        true; ///< LSTM/GRU: one fused gate node per step (false: composed primitives)
 };
 
 /// States of every layer and direction: [layer * directions + direction][k] (B, H) each.
@@ -47,8 +45,7 @@ struct RecurrentOutput {
     std::vector<Var<T>> steps;     ///< the same per step, (B, directions*H)
     RecurrentState<T> final_state; ///< after the last valid step of each sequence
     /// Every state after every step: [layer * directions + direction][t][k]; read .grad() after
-    /// backward for dL/dh_t (k = 0) and dL/dc_t (k = 1, LSTM), the same with or without fused
-    /// gates.
+    /// backward for dL/dh_t (k = 0) and dL/dc_t (k = 1, LSTM).
     std::vector<std::vector<std::vector<Var<T>>>> states;
 };
 
@@ -65,19 +62,14 @@ class Recurrent : public Module<T> {
     /// `factory`.
     Recurrent(std::string kind, RecurrentOptions options, const CellFactory<T>& factory);
 
-    /// Runs the layer over `input` (T*B, input_size) for a batch of `batch` sequences.
+    /// Runs the layer over `input` (T*B, input_size) for a batch of `batch` sequences. When the
+    /// input is embedded tokens (gather_rows of a table with fewer rows), the first layer projects
+    /// the table's rows instead of the T*B input rows: the same values and gradients.
     /// `initial` (zeros if empty) and `lengths` (all T if empty; padded steps neither change the
     /// state nor get gradient, and their outputs are zero) are optional.
     RecurrentOutput<T> forward(const Var<T>& input, std::size_t batch,
                                const RecurrentState<T>& initial = {},
                                std::span<const std::int32_t> lengths = {});
-    /// Runs the layer on embedded tokens: input row r is row tokens[r] of `table` (V, input_size),
-    /// tokens time-major (T*B). When V < T*B the first layer projects the V table rows once and
-    /// gathers the projections: the same values and gradients as forward(gather_rows(table,
-    /// tokens), ...) with V-row instead of T*B-row input GEMMs.
-    RecurrentOutput<T> forward_tokens(const Var<T>& table, std::span<const std::int32_t> tokens,
-                                      std::size_t batch, const RecurrentState<T>& initial = {},
-                                      std::span<const std::int32_t> lengths = {});
     /// Dropout between layers is applied only while training (default: true).
     void set_training(bool training) { training_ = training; }
     /// True while training.
@@ -98,7 +90,7 @@ class Recurrent : public Module<T> {
     std::mt19937_64& dropout_rng() { return dropout_rng_; }
 
   private:
-    /// forward() and forward_tokens(): `input` (T*B, input_size), or null with `table` and
+    /// forward(): `input` (T*B, input_size), or null with `table` and
     /// `tokens` set.
     RecurrentOutput<T> run(const Var<T>* input, const Var<T>* table,
                            std::span<const std::int32_t> tokens, std::size_t batch,

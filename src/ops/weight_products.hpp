@@ -1,0 +1,48 @@
+// The GEMM layer's state on a tape: weights packed once per pass for the packed-weight GEMM, and
+// weight-gradient products queued until the reverse pass has seen every use of the weight. It
+// lives beside the nodes as a TapeExtension, so the tape itself knows nothing of GEMMs.
+#pragma once
+
+#include <array>
+#include <utility>
+#include <vector>
+
+#include "cellgrad/tape.hpp"
+
+namespace cellgrad {
+
+/// Packed weights and deferred weight gradients of one tape (see Tape::extension).
+template <class T>
+class WeightProducts : public TapeExtension<T> {
+  public:
+    /// Node `weight`'s value packed as the right operand of the packed-weight GEMM (value^T when
+    /// `transposed`), made on first request and kept until clear(); float tapes with
+    /// packed_weight_gemm_active() only. The value must not change while the tape holds it.
+    const T* packed(Tape<T>& tape, NodeId weight, bool transposed);
+    /// The packed copy made so far, or null (for tests).
+    const T* packed_copy(NodeId weight, bool transposed) const;
+    /// Queues dW += dy^T x for node `weight`. When the reverse pass reaches `weight` (after every
+    /// node that uses it) all its queued products are summed as one GEMM over their stacked rows:
+    /// T per-step (B, in) products of a recurrent weight become one of T*B rows. dy and x must
+    /// stay unchanged until then.
+    void defer(Tape<T>& tape, NodeId weight, View<const T> dy, View<const T> x);
+
+    void begin_backward(Tape<T>&) override { deferred_.clear(); }
+    void reached(Tape<T>& tape, NodeId id) override;
+    void clear() override {
+        deferred_.clear();
+        packed_.clear();
+    }
+
+  private:
+    /// One queued product dW += dy^T x.
+    struct DeferredProduct {
+        NodeId weight;
+        View<const T> dy;
+        View<const T> x;
+    };
+    std::vector<DeferredProduct> deferred_;
+    std::vector<std::pair<NodeId, std::array<const T*, 2>>> packed_;
+};
+
+} // namespace cellgrad
