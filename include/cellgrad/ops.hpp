@@ -99,6 +99,11 @@ Var<T> concat_rows(std::span<const Var<T>> parts);
 template <class T>
 Var<T> gather_rows(const Var<T>& table, std::span<const std::int32_t> indices);
 
+/// y = (x - mean_r(x)) / sqrt(var_r(x) + eps) per row r (layer normalisation without gain and
+/// bias); dx = (dy - mean_r(dy) - y mean_r(dy y)) / sqrt(var_r(x) + eps).
+template <class T>
+Var<T> normalize_rows(const Var<T>& x, double eps = 1e-5);
+
 /// Fused stable log-softmax + NLL over class indices: loss_i = logsumexp(z_i) - z_i[t_i], reduced
 /// as sum(w_i loss_i) / sum(w_i) (mean) or sum(w_i loss_i) (sum), w = mask or 1;
 /// dz_i += dy * w_i / W * (softmax(z_i) - onehot(t_i)).

@@ -70,13 +70,15 @@ Var<T> Embedding<T>::forward(Tape<T>& tape, std::span<const std::int32_t> indice
 
 template <class T>
 GatedWeights<T>::GatedWeights(std::size_t input_size_, std::size_t hidden_size_, std::size_t gates,
-                              bool bias, const std::string& suffix, std::mt19937_64& rng)
+                              bool bias, const std::string& suffix, std::mt19937_64& rng,
+                              std::size_t recurrent_size)
     : input_size(input_size_), hidden_size(hidden_size_),
       weight_ih("weight_ih" + suffix,
                 uniform_tensor<T>(gates * hidden_size_, input_size_,
                                   1.0 / std::sqrt(double(hidden_size_)), rng)),
       weight_hh("weight_hh" + suffix,
-                uniform_tensor<T>(gates * hidden_size_, hidden_size_,
+                uniform_tensor<T>(gates * hidden_size_,
+                                  recurrent_size == 0 ? hidden_size_ : recurrent_size,
                                   1.0 / std::sqrt(double(hidden_size_)), rng)) {
     if (hidden_size_ == 0) {
         throw Error("recurrent cell: hidden_size must be at least 1");
@@ -119,6 +121,14 @@ Var<T> GatedWeights<T>::project_hidden(const Var<T>& h) const {
 }
 
 template <class T>
+Var<T> GatedWeights<T>::project_hidden(const Var<T>& h, std::size_t first, std::size_t count) const {
+    const std::size_t H = hidden_size;
+    const Var<T> bias =
+        bias_hh_var_.valid() ? slice_cols(bias_hh_var_, first * H, (first + count) * H) : Var<T>{};
+    return linear(h, slice_rows(weight_hh_var_, first * H, (first + count) * H), bias);
+}
+
+template <class T>
 Var<T> GatedWeights<T>::gates(const StepInput<T>& event, const Var<T>& h) const {
     return event.rows.empty() ? linear_add_rows(h, weight_hh_var_, bias_hh_var_, event.source,
                                                 event.first_row)
@@ -158,16 +168,6 @@ LSTMCell<T>::LSTMCell(std::size_t input_size, std::size_t hidden_size, std::mt19
     }
 }
 
-/// The LSTM's gates per unit, from the pre-activations of the input, forget, candidate and output
-/// gates and the long-term memory c: returns (STM h', LTM c').
-inline constexpr auto lstm_gates = [](auto a_i, auto a_f, auto a_g, auto a_o, auto long_term) {
-    auto kept = named("forget", sigmoid(a_f)) * long_term;                         // forget gate
-    auto learned = named("input", sigmoid(a_i)) * named("candidate", tanh(a_g)); // learn gate
-    auto new_long_term = kept + learned;                                         // remember gate
-    auto new_short_term = named("output", sigmoid(a_o)) * tanh(new_long_term);   // use gate
-    return std::tuple{new_short_term, new_long_term};
-};
-
 template <class T>
 std::vector<Var<T>> LSTMCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {
     const Var<T>& short_term = state[0]; // h
@@ -185,16 +185,6 @@ template <class T>
 GRUCell<T>::GRUCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
                     bool bias, const std::string& suffix)
     : GatedCell<T>(input_size, hidden_size, 3, bias, suffix, rng) {}
-
-/// The GRU's gates per unit, from the event's and the old state's parts of the reset, update and
-/// candidate pre-activations and the old state h: returns h'.
-inline constexpr auto gru_gates = [](auto x_r, auto x_z, auto x_n, auto h_r, auto h_z, auto h_n,
-                                     auto h) {
-    auto reset = named("reset", sigmoid(x_r + h_r));   // how much of h the candidate sees
-    auto update = named("update", sigmoid(x_z + h_z)); // how much of h is kept
-    auto candidate = named("candidate", tanh(x_n + reset * h_n));
-    return (1.0 - update) * candidate + update * h;
-};
 
 template <class T>
 std::vector<Var<T>> GRUCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {

@@ -14,6 +14,7 @@
 
 #include "cellgrad/nn/module.hpp"
 #include "cellgrad/ops.hpp"
+#include "cellgrad/pointwise.hpp"
 
 namespace cellgrad::nn {
 
@@ -64,9 +65,10 @@ class Cell : public Module<T> {
 template <class T>
 class GatedWeights {
   public:
-    /// Creates "weight_ih<suffix>" etc. for `gates` stacked gate blocks, drawn from `rng`.
+    /// Creates "weight_ih<suffix>" etc. for `gates` stacked gate blocks, drawn from `rng`;
+    /// weight_hh reads `recurrent_size` features (0: hidden_size).
     GatedWeights(std::size_t input_size, std::size_t hidden_size, std::size_t gates, bool bias,
-                 const std::string& suffix, std::mt19937_64& rng);
+                 const std::string& suffix, std::mt19937_64& rng, std::size_t recurrent_size = 0);
     /// weight_ih, weight_hh, bias_ih, bias_hh (PyTorch's order).
     std::vector<Parameter<T>*> parameters();
     /// Records the four parameters on `tape`.
@@ -75,6 +77,9 @@ class GatedWeights {
     Var<T> project_inputs(const Var<T>& x) const;
     /// h W_hh^T + b_hh: (B, H) -> (B, G*H).
     Var<T> project_hidden(const Var<T>& h) const;
+    /// Gate blocks [first, first + count) only: h W_hh[blocks]^T + b_hh[blocks], (B, count*H)
+    /// (a cell that feeds some blocks another input than h, like the original GRU's r h).
+    Var<T> project_hidden(const Var<T>& h, std::size_t first, std::size_t count) const;
     /// A step's gate pre-activations h W_hh^T + b_hh + the event's rows, as one node (B, G*H).
     Var<T> gates(const StepInput<T>& event, const Var<T>& h) const;
 
@@ -107,8 +112,8 @@ class GatedCell : public Cell<T> {
   protected:
     /// Weights for `gates` stacked gate blocks, named "weight_ih<suffix>", ...
     GatedCell(std::size_t input_size, std::size_t hidden_size, std::size_t gates, bool bias,
-              const std::string& suffix, std::mt19937_64& rng)
-        : weights_(input_size, hidden_size, gates, bias, suffix, rng) {}
+              const std::string& suffix, std::mt19937_64& rng, std::size_t recurrent_size = 0)
+        : weights_(input_size, hidden_size, gates, bias, suffix, rng, recurrent_size) {}
 
     GatedWeights<T> weights_;
 };
@@ -126,6 +131,26 @@ class RNNCell : public GatedCell<T> {
 
   private:
     Nonlinearity nonlinearity_;
+};
+
+/// The LSTM's gates per unit, from the pre-activations of the input, forget, candidate and output
+/// gates and the long-term memory c: returns (STM h', LTM c') (PyTorch's equations).
+inline constexpr auto lstm_gates = [](auto a_i, auto a_f, auto a_g, auto a_o, auto long_term) {
+    auto kept = named("forget", sigmoid(a_f)) * long_term;                       // forget gate
+    auto learned = named("input", sigmoid(a_i)) * named("candidate", tanh(a_g)); // learn gate
+    auto new_long_term = kept + learned;                                         // remember gate
+    auto new_short_term = named("output", sigmoid(a_o)) * tanh(new_long_term);   // use gate
+    return std::tuple{new_short_term, new_long_term};
+};
+
+/// The GRU's gates per unit, from the event's and the old state's parts of the reset, update and
+/// candidate pre-activations and the old state h: returns h' (PyTorch's equations).
+inline constexpr auto gru_gates = [](auto x_r, auto x_z, auto x_n, auto h_r, auto h_z, auto h_n,
+                                     auto h) {
+    auto reset = named("reset", sigmoid(x_r + h_r));   // how much of h the candidate sees
+    auto update = named("update", sigmoid(x_z + h_z)); // how much of h is kept
+    auto candidate = named("candidate", tanh(x_n + reset * h_n));
+    return (1.0 - update) * candidate + update * h;
 };
 
 /// LSTM cell (torch.nn.LSTMCell), gates stacked i, f, g, o; state (h, c).
