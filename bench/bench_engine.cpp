@@ -182,8 +182,13 @@ void bench_step_products() {
 
 } // namespace
 
-/// Prints the BLAS configuration, then the three benchmarks as medians of repetitions.
-int main() {
+/// Prints the BLAS configuration, then the three benchmarks as medians of repetitions (--version:
+/// the version only).
+int main(int argc, char** argv) {
+    if (argc > 1 && std::string(argv[1]) == "--version") {
+        fmt::print("{}\n", cellgrad::version_line("bench_engine"));
+        return 0;
+    }
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     fmt::print("openblas core: {}\n", blas_core_name());
     fmt::print("OPENBLAS_CORETYPE={}\n", coretype != nullptr ? coretype : "unset");

@@ -604,6 +604,7 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
 int main(int argc, char** argv) {
     Options options;
     CLI::App app{"bench_training: a full RNN training step, cellgrad vs LibTorch (tokens/s)"};
+    app.set_version_flag("--version", cellgrad::version_line("bench_training"));
     app.add_option("--configs", options.configs, "configurations: small, medium, charrnn-b1, large")
         ->delimiter(',')
         ->capture_default_str();

@@ -2,7 +2,8 @@
 # Installs what is missing (Debian 12), then configures and builds cellgrad.
 # Usage: scripts/setup.sh [build-dir] [extra cmake args...]
 # Environment: CELLGRAD_EXTRA_PACKAGES adds Debian packages to install; CELLGRAD_TARGETS limits
-# the build to these targets (default: everything).
+# the build to these targets (default: everything); CELLGRAD_SETUP_INSTALL_ONLY=1 stops after
+# installing (scripts/check-style.sh).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${1:-"$root/build"}
@@ -25,6 +26,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ "${CELLGRAD_SETUP_INSTALL_ONLY:-0}" = 1 ]; then
+    exit 0
 fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
