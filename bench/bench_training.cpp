@@ -55,8 +55,8 @@ const std::vector<Config> known_configs = {
 
 /// Stacked gate blocks G of a cell: 4 (LSTM), 3 (GRU), 1 (RNN).
 std::size_t gate_count(const std::string& cell) {
-    if (cell == "lstm") {
-        return 4;
+    if (cell == "lstm" || cell == "peephole-lstm" || cell == "layernorm-lstm") {
+        return 4; // the variants run the LSTM's GEMMs
     }
     if (cell == "gru") {
         return 3;
@@ -64,7 +64,9 @@ std::size_t gate_count(const std::string& cell) {
     if (cell == "rnn") {
         return 1;
     }
-    throw cellgrad::Error(fmt::format("unknown cell '{}': expected lstm, gru or rnn", cell));
+    throw cellgrad::Error(fmt::format("unknown cell '{}': expected lstm, gru, rnn, "
+                                      "peephole-lstm or layernorm-lstm",
+                                      cell));
 }
 
 /// Rows of the input-projection GEMMs: T*B embedded rows, or the V table rows when the step
@@ -123,7 +125,7 @@ class CellgradStep : public bench::TrainingStep {
     }
 
   private:
-    /// nn::LSTM, nn::GRU or nn::RNN (tanh), one layer.
+    /// One layer of the shape's cell (nn::make_recurrent: lstm, gru, rnn or a variant).
     static std::unique_ptr<nn::Recurrent<float>> make_layer(const StepShape& shape,
                                                             std::mt19937_64& rng) {
         nn::RecurrentOptions options;
@@ -131,13 +133,7 @@ class CellgradStep : public bench::TrainingStep {
         options.hidden_size = shape.hidden;
         options.parameter_prefix = "rnn.";
         gate_count(shape.cell); // validates the name
-        if (shape.cell == "lstm") {
-            return std::make_unique<nn::LSTM<float>>(options, rng);
-        }
-        if (shape.cell == "gru") {
-            return std::make_unique<nn::GRU<float>>(options, rng);
-        }
-        return std::make_unique<nn::RNN<float>>(options, rng);
+        return nn::make_recurrent<float>(shape.cell, options, rng);
     }
 
     /// Embedding, layer and decoder parameters.
@@ -583,6 +579,38 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
                             100.0 * embedded_gflops / embedded_sgemm_gflops);
     }
 
+    const bool any_variant = std::any_of(rows.begin(), rows.end(), [](const Row& row) {
+        return row.cell.find("-lstm") != std::string::npos;
+    });
+    if (any_variant) {
+        text += "\nVariant cells against the built-in LSTM of the same run (targets: peephole >= "
+                "0.90, layer-norm >= 0.70 of its tok/s) and against LibTorch running the same cell "
+                "as a torch::nn module looping over time steps (target >= 3x):\n\n";
+        text += "| config | cell | threads | cellgrad tok/s | lstm tok/s | vs lstm | LibTorch "
+                "looped tok/s (best split) | vs LibTorch |\n";
+        text += "|---|---|---:|---:|---:|---:|---:|---:|\n";
+        for (const Row& row : rows) {
+            if (row.cell.find("-lstm") == std::string::npos) {
+                continue;
+            }
+            const double rate = row.tokens / row.cellgrad_seconds;
+            const auto lstm = std::find_if(rows.begin(), rows.end(), [&](const Row& other) {
+                return other.cell == "lstm" && other.config == row.config &&
+                       other.threads == row.threads;
+            });
+            const double lstm_rate =
+                lstm == rows.end() ? std::nan("") : lstm->tokens / lstm->cellgrad_seconds;
+            double torch_rate = std::nan("");
+            for (const auto& [split, seconds] : row.torch_seconds) {
+                torch_rate = std::isnan(torch_rate) ? row.tokens / seconds
+                                                    : std::max(torch_rate, row.tokens / seconds);
+            }
+            text += fmt::format("| {} | {} | {} | {} | {} | {:.2f} | {} | {:.2f} |\n", row.config,
+                                row.cell, row.threads, format_rate(rate), format_rate(lstm_rate),
+                                rate / lstm_rate, format_rate(torch_rate), rate / torch_rate);
+        }
+    }
+
     if (with_torch) {
         text += "\nLibTorch tokens/s by split (torch intra-op threads x OpenBLAS threads):\n\n";
         text += "| config | cell | threads | split | LibTorch tok/s | LibTorch GFLOP/s |\n";
@@ -608,7 +636,9 @@ int main(int argc, char** argv) {
     app.add_option("--configs", options.configs, "configurations: small, medium, charrnn-b1, large")
         ->delimiter(',')
         ->capture_default_str();
-    app.add_option("--cells", options.cells, "cells: lstm, gru, rnn")
+    app.add_option("--cells", options.cells,
+                   "cells: lstm, gru, rnn, peephole-lstm, layernorm-lstm (the variants' rows "
+                   "compare with the lstm row of the same run and with a looped LibTorch module)")
         ->delimiter(',')
         ->capture_default_str();
     app.add_option("--threads", options.threads, "thread counts")

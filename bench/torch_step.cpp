@@ -74,6 +74,81 @@ class TorchStep : public TrainingStep {
     torch::optim::SGD optimizer_;
 };
 
+/// Sizes of a looped cell module.
+struct LoopedOptions {
+    std::int64_t input;
+    std::int64_t hidden;
+};
+
+/// A peephole LSTM as a PyTorch user writes it: a module looping over time steps with torch ops
+/// (Gers & Schmidhuber 2000: i, f look at c_{t-1}, o at c_t). Returns (outputs (T, B, H), h_T).
+struct PeepholeLSTMImpl : torch::nn::Module {
+    explicit PeepholeLSTMImpl(const LoopedOptions& o)
+        : ih(register_module("ih", torch::nn::Linear(o.input, 4 * o.hidden))),
+          hh(register_module("hh", torch::nn::Linear(o.hidden, 4 * o.hidden))),
+          peephole(register_parameter("peephole", torch::randn({3, o.hidden}) * 0.1)),
+          hidden(o.hidden) {}
+    std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
+        const torch::Tensor projected = ih->forward(x); // (T, B, 4H): every step at once
+        torch::Tensor h = torch::zeros({x.size(1), hidden});
+        torch::Tensor c = torch::zeros({x.size(1), hidden});
+        std::vector<torch::Tensor> outputs;
+        for (std::int64_t t = 0; t < x.size(0); ++t) {
+            const auto gates = (projected[t] + hh->forward(h)).chunk(4, 1);
+            const torch::Tensor i = torch::sigmoid(gates[0] + peephole[0] * c);
+            const torch::Tensor f = torch::sigmoid(gates[1] + peephole[1] * c);
+            c = f * c + i * torch::tanh(gates[2]);
+            h = torch::sigmoid(gates[3] + peephole[2] * c) * torch::tanh(c);
+            outputs.push_back(h);
+        }
+        return {torch::stack(outputs), h};
+    }
+    torch::nn::Linear ih, hh;
+    torch::Tensor peephole;
+    std::int64_t hidden;
+};
+TORCH_MODULE(PeepholeLSTM);
+
+/// A layer-normalised LSTM (Ba, Kiros & Hinton 2016) as a PyTorch user writes it: LN of the input
+/// and hidden projections with gains, a bias, and LN of c before the output's tanh.
+struct LayerNormLSTMImpl : torch::nn::Module {
+    explicit LayerNormLSTMImpl(const LoopedOptions& o)
+        : ih(register_module(
+              "ih",
+              torch::nn::Linear(torch::nn::LinearOptions(o.input, 4 * o.hidden).bias(false)))),
+          hh(register_module(
+              "hh",
+              torch::nn::Linear(torch::nn::LinearOptions(o.hidden, 4 * o.hidden).bias(false)))),
+          gain_ih(register_parameter("gain_ih", torch::ones({4 * o.hidden}))),
+          gain_hh(register_parameter("gain_hh", torch::ones({4 * o.hidden}))),
+          bias(register_parameter("bias", torch::zeros({4 * o.hidden}))),
+          ln_c(register_module("ln_c",
+                               torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden})))),
+          hidden(o.hidden) {}
+    std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
+        const std::vector<std::int64_t> gate_shape{4 * hidden};
+        const torch::Tensor projected = F::layer_norm(
+            ih->forward(x), F::LayerNormFuncOptions(gate_shape).weight(gain_ih)); // all steps
+        torch::Tensor h = torch::zeros({x.size(1), hidden});
+        torch::Tensor c = torch::zeros({x.size(1), hidden});
+        std::vector<torch::Tensor> outputs;
+        for (std::int64_t t = 0; t < x.size(0); ++t) {
+            const torch::Tensor recurrent =
+                F::layer_norm(hh->forward(h), F::LayerNormFuncOptions(gate_shape).weight(gain_hh));
+            const auto gates = (projected[t] + recurrent + bias).chunk(4, 1);
+            c = torch::sigmoid(gates[1]) * c + torch::sigmoid(gates[0]) * torch::tanh(gates[2]);
+            h = torch::sigmoid(gates[3]) * torch::tanh(ln_c->forward(c));
+            outputs.push_back(h);
+        }
+        return {torch::stack(outputs), h};
+    }
+    torch::nn::Linear ih, hh;
+    torch::Tensor gain_ih, gain_hh, bias;
+    torch::nn::LayerNorm ln_c;
+    std::int64_t hidden;
+};
+TORCH_MODULE(LayerNormLSTM);
+
 } // namespace
 
 std::unique_ptr<TrainingStep> make_torch_step(const StepShape& shape,
@@ -95,6 +170,14 @@ std::unique_ptr<TrainingStep> make_torch_step(const StepShape& shape,
         return std::make_unique<TorchStep<torch::nn::RNN, torch::nn::RNNOptions>>(
             shape, torch::nn::RNNOptions(in, hidden).nonlinearity(torch::kTanh), inputs, targets,
             lr);
+    }
+    if (shape.cell == "peephole-lstm") {
+        return std::make_unique<TorchStep<PeepholeLSTM, LoopedOptions>>(
+            shape, LoopedOptions{in, hidden}, inputs, targets, lr);
+    }
+    if (shape.cell == "layernorm-lstm") {
+        return std::make_unique<TorchStep<LayerNormLSTM, LoopedOptions>>(
+            shape, LoopedOptions{in, hidden}, inputs, targets, lr);
     }
     throw std::invalid_argument("make_torch_step: unknown cell '" + shape.cell + "'");
 }

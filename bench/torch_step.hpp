@@ -10,7 +10,8 @@
 
 namespace bench {
 
-/// One training-step configuration: cell "lstm" | "gru" | "rnn" and the sizes of the model.
+/// One training-step configuration: cell "lstm" | "gru" | "rnn" | "peephole-lstm" |
+/// "layernorm-lstm" and the sizes of the model.
 struct StepShape {
     std::string cell;
     std::size_t batch = 0;

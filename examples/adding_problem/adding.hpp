@@ -59,7 +59,7 @@ Batch<T> make_batch(std::size_t steps, std::size_t batch, std::mt19937_64& rng) 
     return result;
 }
 
-/// What a model is: cell "rnn" (tanh), "lstm" or "gru", hidden size, LSTM forget-gate bias.
+/// What a model is: a cell of nn::cell_names(), hidden size, forget-gate bias.
 struct ModelSpec {
     std::string cell = "lstm";
     std::size_t hidden = 128;
@@ -77,16 +77,7 @@ class Model {
         options.hidden_size = spec.hidden;
         options.forget_bias = spec.forget_bias;
         options.parameter_prefix = "rnn.";
-        if (spec.cell == "lstm") {
-            rnn_ = std::make_unique<cellgrad::nn::LSTM<T>>(options, rng);
-        } else if (spec.cell == "gru") {
-            rnn_ = std::make_unique<cellgrad::nn::GRU<T>>(options, rng);
-        } else if (spec.cell == "rnn") {
-            rnn_ = std::make_unique<cellgrad::nn::RNN<T>>(options, rng);
-        } else {
-            throw cellgrad::Error(
-                fmt::format("adding: unknown cell '{}' (needs rnn, lstm or gru)", spec.cell));
-        }
+        rnn_ = cellgrad::nn::make_recurrent<T>(spec.cell, options, rng); // any cell_names()
         head_ = std::make_unique<cellgrad::nn::Linear<T>>(spec.hidden, 1, rng, true, "head.");
     }
 
