@@ -24,7 +24,7 @@ PENDING=(src/tape.cpp src/ops/ src/fused.cpp src/nn/ src/packed_gemm.cpp src/io/
          include/cellgrad/nn/ include/cellgrad/pointwise.hpp include/cellgrad/cellmath.hpp
          include/cellgrad/detail/ tests/test_fused.cpp tests/test_cells.cpp
          tests/test_recurrent.cpp tests/test_tape.cpp tests/test_ops.cpp tests/test_pointwise.cpp
-         tests/test_gradient_flow.cpp tests/test_packed_gemm.cpp)
+         tests/test_gradient_flow.cpp tests/test_packed_gemm.cpp tests/test_variants.cpp)
 
 fix=0 format=1 tidy=1 all=0
 files=()
