@@ -1,17 +1,12 @@
 #include "cellgrad/tape.hpp"
 
-#include <algorithm>
-#include <cstdlib>
 #include <cstring>
-
-#include "cellgrad/parallel.hpp"
 
 namespace cellgrad {
 
 namespace {
 thread_local bool grad_mode = true;
 bool anomaly_mode = false;
-constexpr std::size_t alignment_bytes = 64;
 } // namespace
 
 NoGradGuard::NoGradGuard() : previous_(grad_mode) {
@@ -28,77 +23,6 @@ void set_anomaly_detection(bool enabled) {
 }
 bool anomaly_detection() {
     return anomaly_mode;
-}
-
-// ---- Parameter -------------------------------------------------------------------------------
-
-template <class T>
-Parameter<T>::Parameter(std::string name_, Tensor<T> value_, bool is_vector)
-    : name(std::move(name_)), value(std::move(value_)), grad(value.rows(), value.cols()) {
-    if (is_vector && value.rows() != 1) {
-        throw Error(fmt::format("Parameter '{}': a vector parameter needs shape (1, n), got {}",
-                                name, value.shape()));
-    }
-    export_shape = is_vector ? std::vector<std::size_t>{value.cols()}
-                             : std::vector<std::size_t>{value.rows(), value.cols()};
-}
-
-// ---- Arena -----------------------------------------------------------------------------------
-
-template <class U>
-void Arena<U>::add_block(std::size_t min_size) {
-    std::size_t size = std::max<std::size_t>(min_size, 1 << 16);
-    if (!blocks_.empty()) {
-        size = std::max(size, 2 * blocks_.back().size);
-    }
-    const std::size_t bytes =
-        (size * sizeof(U) + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
-    void* memory = std::aligned_alloc(alignment_bytes, bytes);
-    if (memory == nullptr) {
-        throw Error(fmt::format("Arena: could not allocate {} bytes", bytes));
-    }
-    Block block;
-    block.data = std::unique_ptr<U[], void (*)(U*)>(static_cast<U*>(memory),
-                                                    [](U* pointer) { std::free(pointer); });
-    block.size = size;
-    blocks_.push_back(std::move(block));
-}
-
-template <class U>
-U* Arena<U>::allocate(std::size_t n) {
-    constexpr std::size_t per_line = alignment_bytes / sizeof(U);
-    n = (std::max<std::size_t>(n, 1) + per_line - 1) / per_line * per_line;
-    while (block_ < blocks_.size() && used_ + n > blocks_[block_].size) {
-        ++block_;
-        used_ = 0;
-    }
-    if (block_ == blocks_.size()) {
-        add_block(n);
-        used_ = 0;
-    }
-    U* pointer = blocks_[block_].data.get() + used_;
-    used_ += n;
-    return pointer;
-}
-
-template <class U>
-void Arena<U>::reset() {
-    if (blocks_.size() > 1) {
-        const std::size_t total = capacity();
-        blocks_.clear();
-        add_block(total);
-    }
-    block_ = 0;
-    used_ = 0;
-}
-
-template <class U>
-std::size_t Arena<U>::capacity() const {
-    std::size_t total = 0;
-    for (const Block& block : blocks_) {
-        total += block.size;
-    }
-    return total;
 }
 
 // ---- Var -------------------------------------------------------------------------------------
@@ -253,9 +177,9 @@ View<T> Tape<T>::grad_if_any(NodeId id) const {
         return node.grad;
     }
     const View<T> whole = grad_if_any(node.columns_of);
-    return whole.data == nullptr ? View<T>{}
-                                 : View<T>{whole.data + node.first_column, whole.rows,
-                                           node.value.cols, whole.stride};
+    return whole.data == nullptr
+               ? View<T>{}
+               : View<T>{whole.data + node.first_column, whole.rows, node.value.cols, whole.stride};
 }
 
 template <class T>
@@ -430,76 +354,6 @@ void Tape<T>::clear() {
     ++generation_;
 }
 
-// ---- Tape: labels and dumps ------------------------------------------------------------------
-
-template <class T>
-void Tape<T>::push_label(const std::string& label) {
-    const std::string& outer = label_stack_.empty() ? labels_[0] : labels_[label_stack_.back()];
-    labels_.push_back(outer.empty() ? label : outer + " " + label);
-    label_stack_.push_back(static_cast<std::uint32_t>(labels_.size() - 1));
-}
-
-template <class T>
-void Tape<T>::pop_label() {
-    if (!label_stack_.empty()) {
-        label_stack_.pop_back();
-    }
-}
-
-template <class T>
-const std::string& Tape<T>::label_text(std::uint32_t label) const {
-    return labels_.at(label);
-}
-
-template <class T>
-std::string Tape<T>::describe(NodeId id) const {
-    const Node<T>& node = nodes_.at(id);
-    if (node.parameter != nullptr) {
-        return fmt::format("param '{}'", node.parameter->name);
-    }
-    if (node.label == 0) {
-        return fmt::format("'{}' (node {})", node.op, id);
-    }
-    return fmt::format("'{}' [{}] (node {})", node.op, labels_[node.label], id);
-}
-
-template <class T>
-std::string Tape<T>::dump() const {
-    std::string text;
-    for (NodeId id = 0; id < nodes_.size(); ++id) {
-        std::string input_list;
-        for (NodeId input : inputs(id)) {
-            input_list += fmt::format("{}{}", input_list.empty() ? "" : ", ", input);
-        }
-        text += fmt::format("%{} = {}({}) {}{}\n", id, describe(id), input_list,
-                            nodes_[id].value.shape(), nodes_[id].requires_grad ? " grad" : "");
-    }
-    return text;
-}
-
-template <class T>
-std::string Tape<T>::to_dot() const {
-    std::string text = "digraph tape {\n  rankdir=LR;\n";
-    for (NodeId id = 0; id < nodes_.size(); ++id) {
-        const Node<T>& node = nodes_[id];
-        std::string name = node.parameter != nullptr ? node.parameter->name : node.op;
-        if (node.label != 0) {
-            name += "\\n" + labels_[node.label];
-        }
-        text += fmt::format("  n{} [label=\"{}\\n{}\"{}];\n", id, name, node.value.shape(),
-                            node.parameter != nullptr ? ", shape=box" : "");
-        for (NodeId input : inputs(id)) {
-            text += fmt::format("  n{} -> n{};\n", input, id);
-        }
-    }
-    return text + "}\n";
-}
-
-template struct Parameter<float>;
-template struct Parameter<double>;
-template class Arena<float>;
-template class Arena<double>;
-template class Arena<std::int32_t>;
 template class Var<float>;
 template class Var<double>;
 template class Tape<float>;

@@ -1,0 +1,91 @@
+// The tape's storage: parameters (which outlive tapes) and the arena that node values and
+// gradients live in.
+#include <algorithm>
+#include <cstdlib>
+
+#include "cellgrad/tape.hpp"
+
+namespace cellgrad {
+
+namespace {
+constexpr std::size_t alignment_bytes = 64;
+} // namespace
+
+// ---- Parameter -------------------------------------------------------------------------------
+
+template <class T>
+Parameter<T>::Parameter(std::string name_, Tensor<T> value_, bool is_vector)
+    : name(std::move(name_)), value(std::move(value_)), grad(value.rows(), value.cols()) {
+    if (is_vector && value.rows() != 1) {
+        throw Error(fmt::format("Parameter '{}': a vector parameter needs shape (1, n), got {}",
+                                name, value.shape()));
+    }
+    export_shape = is_vector ? std::vector<std::size_t>{value.cols()}
+                             : std::vector<std::size_t>{value.rows(), value.cols()};
+}
+
+// ---- Arena -----------------------------------------------------------------------------------
+
+template <class U>
+void Arena<U>::add_block(std::size_t min_size) {
+    std::size_t size = std::max<std::size_t>(min_size, 1 << 16);
+    if (!blocks_.empty()) {
+        size = std::max(size, 2 * blocks_.back().size);
+    }
+    const std::size_t bytes =
+        (size * sizeof(U) + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
+    void* memory = std::aligned_alloc(alignment_bytes, bytes);
+    if (memory == nullptr) {
+        throw Error(fmt::format("Arena: could not allocate {} bytes", bytes));
+    }
+    Block block;
+    block.data = std::unique_ptr<U[], void (*)(U*)>(static_cast<U*>(memory),
+                                                    [](U* pointer) { std::free(pointer); });
+    block.size = size;
+    blocks_.push_back(std::move(block));
+}
+
+template <class U>
+U* Arena<U>::allocate(std::size_t n) {
+    constexpr std::size_t per_line = alignment_bytes / sizeof(U);
+    n = (std::max<std::size_t>(n, 1) + per_line - 1) / per_line * per_line;
+    while (block_ < blocks_.size() && used_ + n > blocks_[block_].size) {
+        ++block_;
+        used_ = 0;
+    }
+    if (block_ == blocks_.size()) {
+        add_block(n);
+        used_ = 0;
+    }
+    U* pointer = blocks_[block_].data.get() + used_;
+    used_ += n;
+    return pointer;
+}
+
+template <class U>
+void Arena<U>::reset() {
+    if (blocks_.size() > 1) {
+        const std::size_t total = capacity();
+        blocks_.clear();
+        add_block(total);
+    }
+    block_ = 0;
+    used_ = 0;
+}
+
+template <class U>
+std::size_t Arena<U>::capacity() const {
+    std::size_t total = 0;
+    for (const Block& block : blocks_) {
+        total += block.size;
+    }
+    return total;
+}
+
+template struct Parameter<float>;
+template struct Parameter<double>;
+template class Arena<float>;
+template class Arena<double>;
+template class Arena<std::int32_t>;
+
+} // namespace cellgrad
