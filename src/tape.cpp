@@ -343,6 +343,7 @@ void Tape<T>::check_forward(NodeId id) const {
 template <class T>
 void Tape<T>::clear() {
     nodes_.clear();
+    intermediates_.clear();
     for (auto& extension : extensions_) {
         extension.second->clear();
     }

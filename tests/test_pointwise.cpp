@@ -54,8 +54,8 @@ TEST_CASE("pointwise: known values from the equations written in scalar C++") {
     Tape<double> tape;
     const Tensor<double> a = random_tensor(2, 3, 1), b = random_tensor(2, 3, 2),
                          c = random_tensor(2, 3, 3);
-    const auto [y, z] = pointwise("every_op", every_op, tape.constant(a), tape.constant(b),
-                                  tape.constant(c));
+    const auto [y, z] =
+        pointwise("every_op", every_op, tape.constant(a), tape.constant(b), tape.constant(c));
     for (std::size_t r = 0; r < 2; ++r) {
         for (std::size_t j = 0; j < 3; ++j) {
             const double gate = sig(a(r, j)) * std::tanh(b(r, j)) -
@@ -124,23 +124,26 @@ TEST_CASE("pointwise: gradients equal the same math composed from primitive ops"
     const Var<double> p = tape.input(random_tensor(1, 3 * H, 14));
     const auto [a_i, a_f, a_g, a_o] = split_columns<4>(gates);
     const auto [p_i, p_f, p_o] = split_columns<3>(p);
-    const auto [h, c_new] =
-        pointwise("peephole_lstm", peephole_lstm, a_i, a_f, a_g, a_o, Columns<double>(c), p_i,
-                  p_f, p_o);
+    const auto [h, c_new] = pointwise("peephole_lstm", peephole_lstm, a_i, a_f, a_g, a_o,
+                                      Columns<double>(c), p_i, p_f, p_o);
     // The same cell from primitives.
-    auto block = [&](const Var<double>& x, std::size_t k) { return slice_cols(x, k * H, (k + 1) * H); };
-    const Var<double> c2 = add(mul(sigmoid(add(block(gates, 1), mul(block(p, 1), c))), c),
-                               mul(sigmoid(add(block(gates, 0), mul(block(p, 0), c))),
-                                   tanh(block(gates, 2))));
+    auto block = [&](const Var<double>& x, std::size_t k) {
+        return slice_cols(x, k * H, (k + 1) * H);
+    };
+    const Var<double> c2 =
+        add(mul(sigmoid(add(block(gates, 1), mul(block(p, 1), c))), c),
+            mul(sigmoid(add(block(gates, 0), mul(block(p, 0), c))), tanh(block(gates, 2))));
     const Var<double> h2 = mul(sigmoid(add(block(gates, 3), mul(block(p, 2), c2))), tanh(c2));
     CHECK(max_abs_difference<double>(h.value(), h2.value()) < 1e-15);
     CHECK(max_abs_difference<double>(c_new.value(), c2.value()) < 1e-15);
     const Tensor<double> w = random_tensor(B, H, 15), v = random_tensor(B, H, 16);
-    const Var<double> loss_fused = add(sum(mul(h, tape.constant(w))), sum(mul(c_new, tape.constant(v))));
+    const Var<double> loss_fused =
+        add(sum(mul(h, tape.constant(w))), sum(mul(c_new, tape.constant(v))));
     tape.backward(loss_fused);
     const Tensor<double> dgates = gates.grad(), dc = c.grad(), dp = p.grad(), dh = h.grad(),
                          dc_new = c_new.grad();
-    const Var<double> loss_composed = add(sum(mul(h2, tape.constant(w))), sum(mul(c2, tape.constant(v))));
+    const Var<double> loss_composed =
+        add(sum(mul(h2, tape.constant(w))), sum(mul(c2, tape.constant(v))));
     tape.backward(loss_composed);
     CHECK(max_abs_difference<double>(dgates.view(), gates.grad().view()) < 1e-14);
     CHECK(max_abs_difference<double>(dc.view(), c.grad().view()) < 1e-14);
@@ -190,9 +193,9 @@ TEST_CASE("pointwise: operands that do not fit are refused naming the op and sha
                          doctest::Contains("sum2: operand 1 (columns [0, 4) of (2, 4))"), Error);
     CHECK_THROWS_WITH_AS(pointwise("sum2", add_math, a, rows3),
                          doctest::Contains("needs 3 columns of (3, .) or (1, .)"), Error);
-    CHECK_THROWS_WITH_AS(split_columns<3>(wide),
-                         doctest::Contains("split_columns: 4 columns of (2, 4) do not split into 3"),
-                         Error);
+    CHECK_THROWS_WITH_AS(
+        split_columns<3>(wide),
+        doctest::Contains("split_columns: 4 columns of (2, 4) do not split into 3"), Error);
     Tape<double> other;
     CHECK_THROWS_WITH_AS(pointwise("sum2", add_math, a, other.constant(Tensor<double>(2, 3))),
                          doctest::Contains("on one tape"), Error);
@@ -228,4 +231,35 @@ TEST_CASE("float fast exp overflows to +inf like the C library, and NaN stays Na
     CHECK(std::isnan(fast_math::exp<float>(std::nanf(""))));
     CHECK(std::isnan(fast_math::tanh<float>(std::nanf(""))));
     CHECK(fast_math::exp<float>(88.0f) == doctest::Approx(std::exp(88.0)).epsilon(1e-6));
+}
+
+TEST_CASE("pointwise: named intermediates are kept for inspection only when asked") {
+    Tape<double> tape;
+    const Tensor<double> a = random_tensor(2, 3, 21), c = random_tensor(2, 3, 22);
+    const auto gates = [](auto a, auto c) {
+        auto forget = named("forget", sigmoid(a));
+        return std::tuple{forget * c, named("squashed", tanh(forget * c)) + forget};
+    };
+    pointwise("gates", gates, tape.constant(a), tape.constant(c));
+    CHECK(tape.intermediates().empty());
+    tape.keep_intermediates(true);
+    {
+        LabelScope<double> label(tape, "cell t=3");
+        pointwise("gates", gates, tape.constant(a), tape.constant(c));
+    }
+    REQUIRE(tape.intermediates().size() == 2); // "forget" appears three times, kept once
+    const Intermediate<double>& forget = tape.intermediates()[0];
+    const Intermediate<double>& squashed = tape.intermediates()[1];
+    CHECK(std::string_view(forget.name) == "forget");
+    CHECK(std::string_view(squashed.name) == "squashed");
+    CHECK(forget.label == "cell t=3");
+    for (std::size_t r = 0; r < 2; ++r) {
+        for (std::size_t j = 0; j < 3; ++j) {
+            CHECK(forget.value(r, j) == doctest::Approx(sig(a(r, j))).epsilon(1e-15));
+            CHECK(squashed.value(r, j) ==
+                  doctest::Approx(std::tanh(sig(a(r, j)) * c(r, j))).epsilon(1e-15));
+        }
+    }
+    tape.clear();
+    CHECK(tape.intermediates().empty());
 }

@@ -117,6 +117,9 @@ auto pointwise(const char* op, const Math& math, const Columns<T>& first, const 
     });
     tape.set_backward(id, &pointwise_detail::backward<T, List, N>);
     tape.check_forward(id);
+    if (tape.keeping_intermediates()) {
+        keep_named_values(tape, id, attributes, B, H);
+    }
     std::array<Var<T>, M> outputs;
     for (std::size_t m = 0; m < M; ++m) {
         outputs[m] = Var<T>(&tape, tape.record_columns(op, id, m * H, H));

@@ -167,6 +167,14 @@ void set_anomaly_detection(bool enabled);
 /// True when anomaly detection is on (off by default).
 bool anomaly_detection();
 
+/// A named intermediate of a pointwise node (a gate's activation), kept for inspection.
+template <class T>
+struct Intermediate {
+    const char* name;    ///< the name the cell's math gave it ("forget", "input", ...)
+    std::string label;   ///< the labels in force when it was recorded ("lstm.l0.fwd t=37")
+    View<const T> value; ///< (B, H), valid until clear()
+};
+
 /// The tape: nodes in creation order, their values and gradients in a reusable arena.
 template <class T>
 class Tape {
@@ -257,6 +265,18 @@ class Tape {
         extensions_.emplace_back(std::type_index(typeid(E)), std::make_unique<E>());
         return static_cast<E&>(*extensions_.back().second);
     }
+    /// While on, pointwise nodes also keep the values of their named intermediates (gates) for
+    /// intermediates(); off by default (it costs a pass and memory per node).
+    void keep_intermediates(bool keep) { keep_intermediates_ = keep; }
+    /// True while intermediates are kept.
+    bool keeping_intermediates() const { return keep_intermediates_; }
+    /// The intermediates kept since the last clear(), in recording order.
+    const std::vector<Intermediate<T>>& intermediates() const { return intermediates_; }
+    /// Keeps an intermediate's value under the current labels (used by pointwise).
+    void add_intermediate(const char* name, View<const T> value) {
+        intermediates_.push_back(
+            {name, label_stack_.empty() ? std::string() : labels_[label_stack_.back()], value});
+    }
     /// Makes the reverse loop tell every extension when it reaches node `id`.
     void notify_when_reached(NodeId id) { nodes_[id].notify_when_reached = true; }
     /// Uninitialised (rows, cols) buffer that lives until clear().
@@ -284,6 +304,8 @@ class Tape {
     std::vector<Node<T>> nodes_;
     std::vector<std::pair<std::type_index, std::unique_ptr<TapeExtension<T>>>> extensions_;
     std::vector<NodeId> input_ids_;
+    std::vector<Intermediate<T>> intermediates_;
+    bool keep_intermediates_ = false;
     Arena<T> values_;
     Arena<std::int32_t> indices_;
     std::vector<std::string> labels_{""};

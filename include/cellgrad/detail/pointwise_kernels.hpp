@@ -7,6 +7,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "cellgrad/cellmath.hpp"
 #include "cellgrad/parallel.hpp"
@@ -361,6 +362,37 @@ void backward(Tape<T>& tape, NodeId self) {
                            }
                        });
     }
+}
+
+/// Evaluates every named intermediate of the node's math (each name once) into a (B, H) buffer
+/// and keeps it on the tape for inspection (Tape::keep_intermediates).
+template <class T, class List, std::size_t N>
+void keep_named_values(Tape<T>& tape, NodeId self, const Attributes<List, N>& attributes,
+                       std::size_t B, std::size_t H) {
+    std::vector<const char*> seen;
+    const auto keep = [&](const char* name, const auto& expression) {
+        for (const char* other : seen) {
+            if (std::strcmp(other, name) == 0) {
+                return;
+            }
+        }
+        seen.push_back(name);
+        const View<T> values = tape.allocate(B, H);
+        for (std::size_t r = 0; r < B; ++r) {
+            for (std::size_t j = 0; j < H; ++j) {
+                std::array<T, N> x;
+                for (std::size_t k = 0; k < N; ++k) {
+                    x[k] = operand_row(tape, self, attributes.operands[k], r)[j];
+                }
+                values(r, j) = cellmath::evaluate(expression, x);
+            }
+        }
+        tape.add_intermediate(name, values);
+    };
+    [&]<std::size_t... m>(std::index_sequence<m...>) {
+        (cellmath::for_each_named(output<m>(attributes.outputs), keep), ...);
+    }
+    (std::make_index_sequence<output_count<List>::value>{});
 }
 
 } // namespace pointwise_detail
