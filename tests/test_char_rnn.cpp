@@ -2,10 +2,14 @@
 // bad text get clear errors.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
+#include <tuple>
 
 #include "char_rnn.hpp"
 
@@ -259,4 +263,240 @@ TEST_CASE("char_rnn: sampling is reproducible from a seed, argmax is determinist
     CHECK(sample(model, config) == sample(model, config));
     config.prime = "xyz";
     CHECK_THROWS_AS(sample(model, config), cellgrad::Error);
+}
+
+// ---- reliability: what a careless or hostile user can do (issue 16) ---------------------------
+
+namespace {
+
+/// The message of the cellgrad::Error thrown by f ("" and a failed check if none).
+template <class F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const cellgrad::Error& error) {
+        return error.what();
+    }
+    FAIL("expected a cellgrad::Error, nothing was thrown");
+    return "";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+std::string file_bytes(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+/// A checkpoint of `model` with its metadata changed by `edit` and tensors dropped or added.
+void write_crafted(const fs::path& path, CharModel& model,
+                   const std::function<void(cellgrad::io::Metadata&)>& edit,
+                   const std::string& drop = "", const cellgrad::Tensor<float>* extra = nullptr) {
+    std::vector<cellgrad::io::TensorEntry> entries;
+    for (cellgrad::Parameter<float>* parameter : model.parameters()) {
+        if (parameter->name != drop) {
+            entries.push_back(cellgrad::io::make_entry(*parameter));
+        }
+    }
+    if (extra != nullptr) {
+        entries.push_back(cellgrad::io::make_entry("rnn.weight_ih_l9", *extra));
+    }
+    cellgrad::io::Metadata metadata{{"format", "cellgrad.char_rnn.v1"},
+                                    {"config", model.config().to_json()},
+                                    {"vocabulary", "[97,98,99]"}};
+    edit(metadata);
+    cellgrad::io::save_safetensors(path, entries, metadata);
+}
+
+} // namespace
+
+TEST_CASE("char_rnn: a step that makes the weights non-finite stops before anything is saved") {
+    ScratchDir scratch;
+    const std::string text = repeated_text("abcabd abd ", 40);
+    const Vocabulary vocabulary = Vocabulary::from_text(text);
+    TrainConfig train;
+    train.seq = 8;
+    train.batch = 4;
+    train.optimizer = "sgd";
+    train.lr = 1e300; // what the command line now refuses; the library must still be safe
+    Trainer trainer(small_model("lstm"), train, vocabulary, vocabulary.encode(text, "t"));
+    const fs::path path = scratch.path / "good.safetensors";
+    trainer.save(path);
+    const std::string good = file_bytes(path);
+    const std::string message = error_of([&] { trainer.train_step(); });
+    CHECK(contains(message, "became non-finite at step 1"));
+    CHECK(contains(message, "likely cause: --lr 1e+300 is too high"));
+    CHECK(contains(message, "nothing from this step was saved"));
+    const std::string refused = error_of([&] { trainer.save(path); });
+    CHECK(contains(refused, fmt::format("refusing to save '{}'", path.string())));
+    CHECK(contains(refused, "holds inf or NaN values"));
+    CHECK(file_bytes(path) == good);
+    CHECK(std::distance(fs::directory_iterator(scratch.path), fs::directory_iterator{}) == 1);
+}
+
+TEST_CASE("char_rnn: configs read from files are range-checked before any conversion") {
+    const std::string base =
+        R"({"cell":"lstm","hidden":8,"layers":1,"embedding":4,"dropout":0.0,"forget_bias":0.0})";
+    CHECK(ModelConfig::from_json(base).hidden == 8);
+    const std::pair<std::string, std::string> cases[] = {
+        {R"("hidden":1e300)", "'hidden' must be a whole number from 1 to 65536, got 1e+300"},
+        {R"("hidden":-1)", "'hidden' must be a whole number from 1 to 65536, got -1"},
+        {R"("hidden":65537)", "'hidden' must be a whole number from 1 to 65536, got 65537"},
+        {R"("layers":0)", "'layers' must be a whole number from 1 to 64, got 0"},
+        {R"("dropout":null)", "'dropout' must be a number from 0 to 0.99, got null"},
+        {R"("forget_bias":"x")", "'forget_bias' must be a number from -100 to 100, got \"x\""},
+        {R"("cell":"lstmx")", "'cell' must be one of lstm, gru, rnn, got \"lstmx\""},
+    };
+    for (const auto& item : cases) {
+        const std::string& field = item.first;
+        const std::string& expected = item.second;
+        CAPTURE(field);
+        const std::string key = field.substr(0, field.find(':') + 1);
+        std::string json = base;
+        const std::size_t at = json.find(key);
+        const std::size_t end = json.find_first_of(",}", at);
+        json.replace(at, end - at, field);
+        const std::string message = error_of([&] { ModelConfig::from_json(json); });
+        CHECK(contains(message, expected));
+    }
+    CHECK(contains(error_of([] { ModelConfig::from_json("[1,2]"); }), "is not a JSON object"));
+    TrainConfig train;
+    train.lr = std::numeric_limits<double>::quiet_NaN();
+    CHECK(contains(error_of([&] { train.validate(); }), "'lr' must be a number from 0 to 100"));
+}
+
+TEST_CASE("char_rnn: crafted checkpoints are refused with the file named, before any big "
+          "allocation") {
+    ScratchDir scratch;
+    ModelConfig config = small_model("lstm");
+    CharModel model(config, Vocabulary::from_text("abc"), 1);
+    const fs::path path = scratch.path / "crafted.safetensors";
+    auto load_error = [&] {
+        const std::string message = error_of([&] { load_model(path); });
+        CHECK(contains(message, path.string()));
+        return message;
+    };
+    write_crafted(path, model, [](auto&) {});
+    CHECK(load_model(path)->config().to_json() == config.to_json());
+
+    // Vocabulary entries outside 0-255 are not narrowed (256 used to load as byte 0).
+    write_crafted(path, model, [](auto& m) { m["vocabulary"] = "[97,98,256]"; });
+    CHECK(contains(load_error(), "entries must be whole numbers from 0 to 255, got 256"));
+    write_crafted(path, model, [](auto& m) { m["vocabulary"] = "[97,98,1e300]"; });
+    CHECK(contains(load_error(), "entries must be whole numbers from 0 to 255, got 1e+300"));
+    write_crafted(path, model, [](auto& m) { m["vocabulary"] = "[97,98,-1]"; });
+    CHECK(contains(load_error(), "got -1"));
+
+    // Strict both ways: fewer layers than the tensors, more layers, a missing tensor, an extra one.
+    ModelConfig fewer = config;
+    fewer.layers = 1;
+    write_crafted(path, model, [&](auto& m) { m["config"] = fewer.to_json(); });
+    CHECK(contains(load_error(), "unexpected tensor 'rnn.weight_ih_l1'"));
+    ModelConfig more = config;
+    more.layers = 3;
+    write_crafted(path, model, [&](auto& m) { m["config"] = more.to_json(); });
+    CHECK(contains(load_error(), "needs tensor 'rnn.weight_ih_l2', which the file does not have"));
+    write_crafted(
+        path, model, [](auto&) {}, "decoder.bias");
+    CHECK(contains(load_error(), "no tensor 'decoder.bias'"));
+    const cellgrad::Tensor<float> stray(2, 2, 0.0f);
+    write_crafted(
+        path, model, [](auto&) {}, "", &stray);
+    CHECK(contains(load_error(), "unexpected tensor 'rnn.weight_ih_l9'"));
+
+    // A config asking for 64 layers of 65536 units fails on the first shape, at once.
+    ModelConfig huge = config;
+    huge.layers = 64;
+    huge.hidden = 65536;
+    write_crafted(path, model, [&](auto& m) { m["config"] = huge.to_json(); });
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(contains(load_error(), "tensor 'rnn.weight_ih_l0' has shape [96, 8] but model config"));
+    CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 1.0);
+
+    // Non-finite weights are named rather than sampled from.
+    model.parameters()[2]->value(0, 0) = std::numeric_limits<float>::quiet_NaN();
+    write_crafted(path, model, [](auto&) {});
+    CHECK(contains(load_error(), "tensor 'rnn.weight_hh_l0' holds inf or NaN values"));
+}
+
+TEST_CASE("char_rnn: corrupt step counters give clear messages naming the file") {
+    ScratchDir scratch;
+    const std::string text = repeated_text("abcabd abd ", 40);
+    const Vocabulary vocabulary = Vocabulary::from_text(text);
+    TrainConfig train;
+    train.seq = 8;
+    train.batch = 4;
+    Trainer trainer(small_model("gru"), train, vocabulary, vocabulary.encode(text, "t"));
+    trainer.train_step();
+    const fs::path good = scratch.path / "good.safetensors";
+    trainer.save(good);
+    const cellgrad::io::SafetensorsFile file = cellgrad::io::load_safetensors(good);
+    const fs::path bad = scratch.path / "bad.safetensors";
+    auto rewrite = [&](const std::string& key, const std::string& value) {
+        std::vector<cellgrad::io::TensorEntry> entries;
+        for (const std::string& name : file.names()) {
+            const auto raw = file.raw(name);
+            entries.push_back({name, file.shape(name), file.dtype(name), raw.data()});
+        }
+        cellgrad::io::Metadata metadata = file.metadata();
+        metadata[key] = value;
+        cellgrad::io::save_safetensors(bad, entries, metadata);
+    };
+    const std::tuple<std::string, std::string, std::string> cases[] = {
+        {"step", "abc",
+         "the step count must be a whole number from 0 to 1000000000000000, got 'abc'"},
+        {"step", "9223372036854775807", "got '9223372036854775807'"},
+        {"step", "-1", "got '-1'"},
+        {"optimizer", R"({"name":"Adam","lr":0.002,"step_count":9223372036854775807})",
+         "'step_count' must be a whole number from 0 to 1000000000000000"},
+        {"optimizer", R"({"name":"Adam","lr":1e300,"step_count":1})",
+         "'lr' must be a number from 0 to 100, got 1e+300"},
+        {"best_val", R"({"nats":null})", "'nats' must be a number from 0 to 1000000, got null"},
+    };
+    for (const auto& item : cases) {
+        const std::string& key = std::get<0>(item); // not bindings: CAPTURE's lambda needs names
+        const std::string& value = std::get<1>(item);
+        const std::string& expected = std::get<2>(item);
+        CAPTURE(value);
+        rewrite(key, value);
+        Trainer resumed(small_model("gru"), train, vocabulary, vocabulary.encode(text, "t"));
+        const std::string message = error_of([&] { resumed.resume(bad); });
+        CHECK(contains(message, bad.string()));
+        CHECK(contains(message, expected));
+    }
+}
+
+TEST_CASE("char_rnn: read_file refuses directories, devices and oversized files by name") {
+    ScratchDir scratch;
+    CHECK(contains(error_of([&] { read_file(scratch.path); }), "is a directory, not a text file"));
+    CHECK(contains(error_of([] { read_file("/dev/zero"); }),
+                   "'/dev/zero' is not a regular file (a device, pipe or socket)"));
+    const fs::path text = scratch.path / "text.txt";
+    std::ofstream(text) << "0123456789abc";
+    CHECK(contains(error_of([&] { read_file(text, 10); }), "is 13 bytes, more than the 10-byte "
+                                                           "limit"));
+    CHECK(read_file(text, 13) == "0123456789abc");
+    CHECK(contains(error_of([&] { read_file(scratch.path / "missing"); }), "no such file"));
+}
+
+TEST_CASE(
+    "char_rnn: a checkpoint written before the first step resumes like an uninterrupted run") {
+    ScratchDir scratch;
+    const std::string text = repeated_text("abcabd abd ", 40);
+    const Vocabulary vocabulary = Vocabulary::from_text(text);
+    TrainConfig train;
+    train.seq = 8;
+    train.batch = 4;
+    Trainer uninterrupted(small_model("lstm"), train, vocabulary, vocabulary.encode(text, "t"));
+    const fs::path path = scratch.path / "step0.safetensors";
+    uninterrupted.save(path);
+    CHECK_FALSE(cellgrad::io::load_safetensors(path).has("carry.0.0"));
+    Trainer resumed(small_model("lstm"), train, vocabulary, vocabulary.encode(text, "t"));
+    resumed.resume(path);
+    for (int i = 0; i < 3; ++i) {
+        CHECK(resumed.train_step() == uninterrupted.train_step());
+    }
+    CHECK(same_weights(resumed.model(), uninterrupted.model()));
 }

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cellgrad/io/safetensors.hpp"
@@ -384,7 +385,8 @@ TEST_CASE("safetensors: malformed headers each give the right error") {
     // Loading something that is not a file at all.
     CHECK(
         contains(error_of([&] { load_safetensors(dir / "missing.safetensors"); }), "no such file"));
-    CHECK(contains(error_of([&] { load_safetensors(dir.path); }), "not a regular file"));
+    CHECK(contains(error_of([&] { load_safetensors(dir.path); }),
+                   "is a directory, not a checkpoint file"));
 }
 
 TEST_CASE("safetensors: missing tensors, wrong shapes and wrong dtypes are reported") {
@@ -548,5 +550,100 @@ TEST_CASE("safetensors: atomic writes never leave a partial file or a temp behin
         CHECK(after.names() == std::vector<std::string>{"big"});
         CHECK(after.metadata().at("epoch") == "4");
         CHECK(dir.temp_files().empty());
+    }
+}
+
+TEST_CASE("safetensors: a header with many entries parses in linear time; the count is bounded") {
+    TempDir dir;
+    // 50000 empty tensors: the std::vector-backed ordered map made this quadratic (tens of
+    // seconds).
+    auto header_of = [](std::size_t count) {
+        std::string header = "{";
+        for (std::size_t i = 0; i < count; ++i) {
+            header +=
+                fmt::format("{}\"t{}\":{{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}",
+                            i == 0 ? "" : ",", i);
+        }
+        return header + "}";
+    };
+    const fs::path many = dir / "many.safetensors";
+    write_raw(many, header_of(50000), 0);
+    const auto start = std::chrono::steady_clock::now();
+    const SafetensorsFile file = load_safetensors(many);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    CHECK(file.names().size() == 50000);
+    CHECK(file.names()[0] == "t0"); // ties in the data order keep the header order
+    CHECK(file.names()[49999] == "t49999");
+    CHECK(seconds < 3.0);
+
+    const fs::path too_many = dir / "too_many.safetensors";
+    write_raw(too_many, header_of(65537), 0);
+    const std::string message = error_of([&] { load_safetensors(too_many); });
+    CHECK(contains(message, too_many.string()));
+    CHECK(contains(message, "header has more than 65536 entries"));
+}
+
+TEST_CASE("safetensors: shapes whose element count overflows are refused, not wrapped") {
+    TempDir dir;
+    const fs::path path = dir / "overflow.safetensors";
+    // 2^62 + 1 rows of 4 floats: 2^64 + 4 elements, 16 bytes after wrapping.
+    write_raw(path,
+              R"({"w":{"dtype":"F32","shape":[4611686018427387905,4],"data_offsets":[0,16]}})", 16);
+    const std::string message = error_of([&] { load_safetensors(path); });
+    CHECK(contains(message, path.string()));
+    CHECK(contains(message, "tensor 'w' has shape [4611686018427387905, 4] whose size overflows"));
+}
+
+TEST_CASE("safetensors: saves clean up orphaned temporary files, follow links, keep the mode") {
+    TempDir dir;
+    Sample sample;
+    const fs::path path = dir / "ckpt.safetensors";
+
+    SUBCASE("a temp file of a process that no longer runs is removed; a live one is kept") {
+        const pid_t child = ::fork();
+        if (child == 0) {
+            ::_exit(0);
+        }
+        REQUIRE(child > 0);
+        int status = 0;
+        REQUIRE(::waitpid(child, &status, 0) == child);
+        const fs::path orphan = dir / fmt::format("ckpt.safetensors.tmp.{}.0", child);
+        const fs::path live = dir / "ckpt.safetensors.tmp.1.0"; // pid 1 always runs
+        const fs::path other = dir / fmt::format("other.safetensors.tmp.{}.0", child);
+        for (const fs::path& file : {orphan, live, other}) {
+            write_bytes(file, {std::byte{'x'}});
+        }
+        save_safetensors(path, sample.entries(), sample.metadata);
+        CHECK_FALSE(fs::exists(orphan));
+        CHECK(fs::exists(live));
+        CHECK(fs::exists(other)); // another checkpoint's temp files are not ours to judge
+        CHECK(load_safetensors(path).names().size() == 3);
+    }
+
+    SUBCASE("a symbolic link stays a link and its target is replaced") {
+        const fs::path target = dir / "runs" / "real.safetensors";
+        fs::create_directories(target.parent_path());
+        write_bytes(target, {std::byte{'o'}, std::byte{'l'}, std::byte{'d'}});
+        fs::create_symlink(fs::path("runs") / "real.safetensors", path);
+        save_safetensors(path, sample.entries(), sample.metadata);
+        CHECK(fs::is_symlink(fs::symlink_status(path)));
+        CHECK(load_safetensors(target).metadata().at("epoch") == "3");
+        CHECK(dir.temp_files().empty());
+    }
+
+    SUBCASE("the file mode of an existing checkpoint is kept") {
+        save_safetensors(path, sample.entries(), sample.metadata);
+        fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+        save_safetensors(path, sample.entries(), {{"epoch", "5"}});
+        CHECK(fs::status(path).permissions() == (fs::perms::owner_read | fs::perms::owner_write));
+        CHECK(load_safetensors(path).metadata().at("epoch") == "5");
+    }
+
+    SUBCASE("a directory is named as one when loading") {
+        fs::create_directory(path);
+        const std::string message = error_of([&] { load_safetensors(path); });
+        CHECK(contains(message, path.string()));
+        CHECK(contains(message, "is a directory, not a checkpoint file"));
     }
 }

@@ -16,7 +16,7 @@ using json = nlohmann::json;
 namespace io = cellgrad::io;
 namespace nn = cellgrad::nn;
 
-// ---- vocabulary and files --------------------------------------------------------------------
+// ---- vocabulary ------------------------------------------------------------------------------
 
 Vocabulary Vocabulary::from_text(const std::string& text) {
     bool seen[256] = {};
@@ -60,43 +60,7 @@ std::vector<std::int32_t> Vocabulary::encode(const std::string& text,
     return indices;
 }
 
-std::string read_file(const std::filesystem::path& path) {
-    std::ifstream file(path, std::ios::binary);
-    if (!file) {
-        throw Error(fmt::format("cannot open '{}' for reading", path.string()));
-    }
-    std::ostringstream buffer;
-    buffer << file.rdbuf();
-    std::string text = buffer.str();
-    if (text.empty()) {
-        throw Error(fmt::format("'{}' is empty", path.string()));
-    }
-    return text;
-}
-
 // ---- model -----------------------------------------------------------------------------------
-
-std::string ModelConfig::to_json() const {
-    return json{{"cell", cell},           {"hidden", hidden},   {"layers", layers},
-                {"embedding", embedding}, {"dropout", dropout}, {"forget_bias", forget_bias}}
-        .dump();
-}
-
-ModelConfig ModelConfig::from_json(const std::string& text) {
-    ModelConfig config;
-    try {
-        const json object = json::parse(text);
-        config.cell = object.at("cell").get<std::string>();
-        config.hidden = object.at("hidden").get<std::size_t>();
-        config.layers = object.at("layers").get<std::size_t>();
-        config.embedding = object.at("embedding").get<std::size_t>();
-        config.dropout = object.at("dropout").get<double>();
-        config.forget_bias = object.at("forget_bias").get<double>();
-    } catch (const json::exception& e) {
-        throw Error(fmt::format("model config '{}' is not valid: {}", text, e.what()));
-    }
-    return config;
-}
 
 namespace {
 
@@ -151,67 +115,6 @@ std::vector<Parameter<float>*> CharModel::parameters() {
         list.push_back(parameter);
     }
     return list;
-}
-
-// ---- checkpoints -----------------------------------------------------------------------------
-
-void save_model(const std::filesystem::path& path, CharModel& model,
-                std::vector<io::TensorEntry> extra, io::Metadata extra_metadata) {
-    std::vector<io::TensorEntry> entries;
-    for (Parameter<float>* parameter : model.parameters()) {
-        entries.push_back(io::make_entry(*parameter));
-    }
-    for (io::TensorEntry& entry : extra) {
-        entries.push_back(std::move(entry));
-    }
-    io::Metadata metadata = std::move(extra_metadata);
-    metadata["format"] = "cellgrad.char_rnn.v1";
-    metadata["config"] = model.config().to_json();
-    metadata["vocabulary"] = json(model.vocabulary().bytes()).dump();
-    io::save_safetensors(path, entries, metadata);
-}
-
-namespace {
-
-const std::string& metadata_field(const io::SafetensorsFile& file, const std::string& key) {
-    const auto found = file.metadata().find(key);
-    if (found == file.metadata().end()) {
-        throw Error(fmt::format("{}: metadata has no '{}' (not a cellgrad char_rnn checkpoint?)",
-                                file.source(), key));
-    }
-    return found->second;
-}
-
-Vocabulary vocabulary_from(const io::SafetensorsFile& file) {
-    try {
-        return Vocabulary(
-            json::parse(metadata_field(file, "vocabulary")).get<std::vector<std::uint8_t>>());
-    } catch (const json::exception& e) {
-        throw Error(fmt::format("{}: metadata 'vocabulary' is not a JSON array of bytes: {}",
-                                file.source(), e.what()));
-    }
-}
-
-std::string rng_text(const std::mt19937_64& rng) {
-    std::ostringstream text;
-    text << rng;
-    return text.str();
-}
-
-} // namespace
-
-void load_weights(const io::SafetensorsFile& file, CharModel& model) {
-    for (Parameter<float>* parameter : model.parameters()) {
-        file.read_into(*parameter);
-    }
-}
-
-std::unique_ptr<CharModel> load_model(const std::filesystem::path& path) {
-    const io::SafetensorsFile file = io::load_safetensors(path);
-    const ModelConfig config = ModelConfig::from_json(metadata_field(file, "config"));
-    auto model = std::make_unique<CharModel>(config, vocabulary_from(file), 0);
-    load_weights(file, *model);
-    return model;
 }
 
 // ---- training --------------------------------------------------------------------------------
@@ -298,75 +201,25 @@ double Trainer::train_step() {
     optimizer_->step();
     carried_ = nn::detach_state(final_state);
     ++step_;
-    return loss.item();
-}
-
-void Trainer::save(const std::filesystem::path& path) {
-    std::vector<io::TensorEntry> extra;
-    for (const cellgrad::StateTensor<float>& state : optimizer_->state_tensors()) {
-        extra.push_back(io::make_entry("optimizer." + state.name, *state.tensor));
-    }
-    for (std::size_t i = 0; i < carried_.size(); ++i) {
-        for (std::size_t k = 0; k < carried_[i].size(); ++k) {
-            extra.push_back(io::make_entry(fmt::format("carry.{}.{}", i, k), carried_[i][k]));
+    const double value = loss.item();
+    // Nothing non-finite may reach a checkpoint: stop here, before the caller can save.
+    const Parameter<float>* broken = nullptr;
+    for (const Parameter<float>* parameter : optimizer_->parameters()) {
+        const float* data = parameter->value.data();
+        if (!std::all_of(data, data + parameter->value.size(),
+                         [](float x) { return std::isfinite(x); })) {
+            broken = parameter;
+            break;
         }
     }
-    io::Metadata metadata;
-    metadata["step"] = std::to_string(step_);
-    metadata["rng"] = rng_text(model_.rnn().dropout_rng());
-    metadata["optimizer"] = json{{"name", optimizer_->name()},
-                                 {"lr", optimizer_->lr()},
-                                 {"step_count", optimizer_->step_count()}}
-                                .dump();
-    metadata["train"] =
-        json{{"seq", config_.seq}, {"batch", config_.batch}, {"optimizer", config_.optimizer},
-             {"lr", config_.lr},   {"clip", config_.clip},   {"seed", config_.seed}}
-            .dump();
-    save_model(path, model_, std::move(extra), std::move(metadata));
-}
-
-void Trainer::resume(const std::filesystem::path& path) {
-    const io::SafetensorsFile file = io::load_safetensors(path);
-    if (metadata_field(file, "config") != model_config_.to_json()) {
-        throw Error(fmt::format("{}: model config {} differs from this run's {}", file.source(),
-                                metadata_field(file, "config"), model_config_.to_json()));
+    if (!std::isfinite(value) || broken != nullptr) {
+        throw Error(fmt::format(
+            "train: {} became non-finite at step {} (loss {}): the run diverged; likely cause: "
+            "--lr {} is too high{}; nothing from this step was saved",
+            broken != nullptr ? fmt::format("weight '{}'", broken->name) : std::string("the loss"),
+            step_, value, config_.lr, config_.clip > 0 ? "" : " with --clip 0 (off)"));
     }
-    if (vocabulary_from(file).bytes() != model_.vocabulary().bytes()) {
-        throw Error(
-            fmt::format("{}: the checkpoint's vocabulary differs from the data's", file.source()));
-    }
-    load_weights(file, model_);
-    for (const cellgrad::StateTensor<float>& state : optimizer_->state_tensors()) {
-        file.read_into("optimizer." + state.name, *state.tensor,
-                       {state.tensor->rows(), state.tensor->cols()});
-    }
-    try {
-        const json optimizer = json::parse(metadata_field(file, "optimizer"));
-        if (optimizer.at("name").get<std::string>() != optimizer_->name()) {
-            throw Error(fmt::format("{}: optimizer {} in the checkpoint, {} in this run",
-                                    file.source(), optimizer.at("name").get<std::string>(),
-                                    optimizer_->name()));
-        }
-        optimizer_->set_lr(optimizer.at("lr").get<double>());
-        optimizer_->set_step_count(optimizer.at("step_count").get<std::int64_t>());
-        step_ = std::stoll(metadata_field(file, "step"));
-    } catch (const json::exception& e) {
-        throw Error(fmt::format("{}: bad optimizer metadata: {}", file.source(), e.what()));
-    }
-    std::istringstream rng(metadata_field(file, "rng"));
-    rng >> model_.rnn().dropout_rng();
-    if (!rng) {
-        throw Error(
-            fmt::format("{}: metadata 'rng' is not a valid generator state", file.source()));
-    }
-    carried_ = model_.rnn().zero_state(config_.batch);
-    for (std::size_t i = 0; i < carried_.size(); ++i) {
-        for (std::size_t k = 0; k < carried_[i].size(); ++k) {
-            Tensor<float>& target = carried_[i][k];
-            file.read_into(fmt::format("carry.{}.{}", i, k), target,
-                           {target.rows(), target.cols()});
-        }
-    }
+    return value;
 }
 
 // ---- evaluation and sampling -----------------------------------------------------------------
@@ -399,12 +252,14 @@ EvalResult evaluate(CharModel& model, std::span<const std::int32_t> indices, std
     return result;
 }
 
-std::string sample(CharModel& model, const SampleConfig& config) {
+void sample(CharModel& model, const SampleConfig& config,
+            const std::function<void(std::string_view)>& emit) {
     if (config.prime.empty()) {
         throw Error("sample: --prime must not be empty");
     }
-    if (!config.argmax && !(config.temperature > 0)) {
-        throw Error(fmt::format("sample: --temperature must be > 0, got {}", config.temperature));
+    if (!config.argmax && !(config.temperature > 0 && std::isfinite(config.temperature))) {
+        throw Error(fmt::format("sample: --temperature must be a number above 0, got {}",
+                                config.temperature));
     }
     const std::vector<std::int32_t> prime = model.vocabulary().encode(config.prime, "--prime");
     const bool was_training = model.rnn().training();
@@ -417,7 +272,9 @@ std::string sample(CharModel& model, const SampleConfig& config) {
     nn::RecurrentStateTensors<float> state = nn::detach_state(final_state);
     Tensor<float> last(cellgrad::View<const float>{logits.value().row(logits.rows() - 1), 1,
                                                    logits.cols(), logits.cols()});
-    std::string text = config.prime;
+    emit(config.prime);
+    constexpr std::size_t piece = 4096; // characters handed to `emit` at a time
+    std::string text;
     std::vector<double> weights(last.cols());
     for (std::size_t i = 0; i < config.length; ++i) {
         std::int32_t next = 0;
@@ -433,6 +290,10 @@ std::string sample(CharModel& model, const SampleConfig& config) {
             next = draw(rng);
         }
         text += static_cast<char>(model.vocabulary().bytes()[static_cast<std::size_t>(next)]);
+        if (text.size() == piece) {
+            emit(text);
+            text.clear();
+        }
         tape.clear();
         const std::int32_t input[] = {next};
         logits = model.forward(tape, input, 1, nn::state_on_tape(tape, state), &final_state);
@@ -440,6 +301,12 @@ std::string sample(CharModel& model, const SampleConfig& config) {
         last = logits.value_tensor();
     }
     model.rnn().set_training(was_training);
+    emit(text);
+}
+
+std::string sample(CharModel& model, const SampleConfig& config) {
+    std::string text;
+    sample(model, config, [&](std::string_view piece) { text += piece; });
     return text;
 }
 

@@ -5,10 +5,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cellgrad/cellgrad.hpp"
@@ -45,11 +47,29 @@ class Vocabulary {
     std::int32_t index_[256] = {};
 };
 
-/// Reads a whole file; throws naming the file if it cannot be read or is empty.
-std::string read_file(const std::filesystem::path& path);
+/// Largest text file read_file accepts by default (1 GiB; the program keeps 4 bytes per byte).
+inline constexpr std::uintmax_t max_text_bytes = std::uintmax_t(1) << 30;
+
+/// Reads a whole regular file of at most `max_bytes`; throws naming the file if it is missing, not
+/// a regular file (a directory, a device such as /dev/zero, a pipe), larger, empty or unreadable.
+std::string read_file(const std::filesystem::path& path, std::uintmax_t max_bytes = max_text_bytes);
+
+/// Throws naming `option` and `path` unless a file can be written there atomically now: the
+/// directory exists and is writable, and `path` (after symbolic links) is not a directory.
+void check_output_path(const std::filesystem::path& path, const std::string& option);
+
+/// True when `a` and `b` name the same file (compared after resolving links and `..`).
+bool same_path(const std::filesystem::path& a, const std::filesystem::path& b);
 
 /// Architecture of the model (stored in checkpoints as JSON).
 struct ModelConfig {
+    /// Most units in a layer or an embedding, and most layers, a config may ask for.
+    static constexpr std::size_t max_width = 65536;
+    static constexpr std::size_t max_layers = 64;
+    /// Largest dropout probability and forget-gate bias magnitude.
+    static constexpr double max_dropout = 0.99;
+    static constexpr double max_forget_bias = 100;
+
     std::string cell = "lstm"; ///< lstm, gru or rnn (tanh)
     std::size_t hidden = 128;
     std::size_t layers = 2;
@@ -58,8 +78,10 @@ struct ModelConfig {
     double forget_bias = 0.0;
     /// The JSON object {"cell": ..., "hidden": ..., ...}.
     std::string to_json() const;
-    /// Parses to_json()'s output; throws naming the bad field.
+    /// Parses to_json()'s output; throws naming the bad field and its allowed range.
     static ModelConfig from_json(const std::string& json);
+    /// Throws naming the first field outside its range (see the limits above).
+    void validate() const;
 };
 
 /// Embedding (V, E) -> recurrent layer -> decoder (V, H), with PyTorch state-dict names.
@@ -92,12 +114,36 @@ class CharModel {
 
 /// Training hyper-parameters (the `train` subcommand's options).
 struct TrainConfig {
+    /// Longest window, most streams, largest learning rate and clip a run may ask for.
+    static constexpr std::size_t max_seq = 100000;
+    static constexpr std::size_t max_batch = 100000;
+    static constexpr double max_lr = 100;
+    static constexpr double max_clip = 1e6;
+
     std::size_t seq = 50;
     std::size_t batch = 50;
     std::string optimizer = "adam"; ///< adam, sgd, adagrad or rmsprop
     double lr = 2e-3;
     double clip = 5.0; ///< global gradient-norm clip; 0 = none
     std::uint64_t seed = 0;
+    /// The JSON object {"seq": ..., "batch": ..., ...}.
+    std::string to_json() const;
+    /// Parses to_json()'s output; throws naming the bad field and its allowed range.
+    static TrainConfig from_json(const std::string& json);
+    /// Throws naming the first field outside its range (see the limits above).
+    void validate() const;
+};
+
+/// Largest step count a checkpoint may record (10^15: far from int64 overflow).
+inline constexpr std::int64_t max_step = 1'000'000'000'000'000;
+
+/// What a training checkpoint says about its run, read before anything is built.
+struct CheckpointInfo {
+    ModelConfig model;
+    TrainConfig train;
+    Vocabulary vocabulary;
+    std::int64_t step = 0;
+    std::optional<double> best_val; ///< best validation loss so far (nats/char), if any
 };
 
 /// Mean cross-entropy of next-character predictions.
@@ -124,10 +170,17 @@ class Trainer {
     CharModel& model() { return model_; }
     /// The optimizer.
     cellgrad::Optimizer<float>& optimizer() { return *optimizer_; }
-    /// Writes weights, optimizer state, step, carried state and RNG state atomically.
+    /// Best validation loss so far (carried in checkpoints so that --best survives a resume).
+    std::optional<double> best_val() const { return best_val_; }
+    /// Records a new best validation loss.
+    void set_best_val(double nats) { best_val_ = nats; }
+    /// Writes weights, optimizer state, step, carried state, RNG state and the best validation
+    /// loss atomically; refuses (throws) if any of them is not finite.
     void save(const std::filesystem::path& path);
     /// Restores everything save() wrote (exact resume); throws naming the file on any mismatch.
     void resume(const std::filesystem::path& path);
+    /// resume() from a file already loaded.
+    void resume(const cellgrad::io::SafetensorsFile& file);
 
   private:
     ModelConfig model_config_;
@@ -138,6 +191,7 @@ class Trainer {
     std::size_t stream_length_ = 0;
     std::size_t windows_ = 0;
     std::int64_t step_ = 0;
+    std::optional<double> best_val_;
     cellgrad::nn::RecurrentStateTensors<float> carried_;
     cellgrad::Tape<float> tape_;
     std::vector<std::int32_t> inputs_;
@@ -158,6 +212,11 @@ struct SampleConfig {
     bool argmax = false;
 };
 
+/// Feeds the prime, then draws `length` characters, handing prime + sample to `emit` in pieces
+/// as they are made (so that a long sample streams).
+void sample(CharModel& model, const SampleConfig& config,
+            const std::function<void(std::string_view)>& emit);
+
 /// Feeds the prime, then draws `length` characters; returns prime + sample.
 std::string sample(CharModel& model, const SampleConfig& config);
 
@@ -169,8 +228,16 @@ void save_model(const std::filesystem::path& path, CharModel& model,
 /// Loads a model saved by save_model/Trainer::save; throws naming the file on any mismatch.
 std::unique_ptr<CharModel> load_model(const std::filesystem::path& path);
 
-/// Copies the weights of `source` (a checkpoint's tensors) into `model`; names and shapes must
-/// match.
+/// load_model() from a file already loaded: the config is checked against the stored tensors'
+/// shapes before the model is built, and loading is strict (no missing or unexpected tensors).
+std::unique_ptr<CharModel> load_model(const cellgrad::io::SafetensorsFile& file);
+
+/// The config, train settings, vocabulary, step and best validation loss of a training
+/// checkpoint; throws naming the file and the field for anything missing or out of range.
+CheckpointInfo read_checkpoint_info(const cellgrad::io::SafetensorsFile& file);
+
+/// Copies the weights of `file` (a checkpoint's tensors) into `model`; names and shapes must
+/// match, and every other tensor must be training state ("optimizer.*", "carry.*").
 void load_weights(const cellgrad::io::SafetensorsFile& file, CharModel& model);
 
 } // namespace char_rnn

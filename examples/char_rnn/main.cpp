@@ -5,6 +5,9 @@
 #include <chrono>
 #include <cstdio>
 #include <limits>
+#include <numbers>
+#include <optional>
+#include <set>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +15,7 @@
 
 #include "cellgrad/version.hpp"
 #include "char_rnn.hpp"
+#include "cli.hpp"
 #include "progress.hpp"
 
 namespace {
@@ -32,20 +36,115 @@ struct TrainArguments {
     std::string best;
     std::string init;
     std::string resume;
+    /// The flags given on the command line (the others hold their defaults).
+    std::set<std::string> given;
 };
 
-int run_train(const TrainArguments& args) {
+/// "--lr 0.01 (the checkpoint has 0.002)" for each flag given that differs from `stored`.
+std::vector<std::string> conflicts(const TrainArguments& args, const char_rnn::ModelConfig& model,
+                                   const char_rnn::TrainConfig* train) {
+    std::vector<std::string> found;
+    auto compare = [&](const char* flag, const auto& mine, const auto& stored) {
+        if (args.given.contains(flag) && !(mine == stored)) {
+            found.push_back(fmt::format("{} {} (the checkpoint has {})", flag, mine, stored));
+        }
+    };
+    compare("--cell", args.model.cell, model.cell);
+    compare("--hidden", args.model.hidden, model.hidden);
+    compare("--layers", args.model.layers, model.layers);
+    compare("--embedding", args.model.embedding, model.embedding);
+    compare("--dropout", args.model.dropout, model.dropout);
+    compare("--forget-bias", args.model.forget_bias, model.forget_bias);
+    if (train != nullptr) {
+        compare("--seq", args.train.seq, train->seq);
+        compare("--batch", args.train.batch, train->batch);
+        compare("--optimizer", args.train.optimizer, train->optimizer);
+        compare("--lr", args.train.lr, train->lr);
+        compare("--clip", args.train.clip, train->clip);
+        compare("--seed", args.train.seed, train->seed);
+    }
+    return found;
+}
+
+/// Refuses output paths that cannot be written, or that are also inputs, before any work.
+void check_outputs(const TrainArguments& args) {
+    for (const auto& [flag, path] :
+         {std::pair{"--checkpoint", &args.checkpoint}, std::pair{"--best", &args.best}}) {
+        if (path->empty()) {
+            continue;
+        }
+        char_rnn::check_output_path(*path, flag);
+        for (const auto& [input_flag, input] :
+             {std::pair{"--data", &args.data}, std::pair{"--init", &args.init}}) {
+            if (!input->empty() && char_rnn::same_path(*path, *input)) {
+                throw cellgrad::Error(fmt::format("{} '{}' is the same file as {} '{}': it "
+                                                  "would be overwritten; write elsewhere",
+                                                  flag, *path, input_flag, *input));
+            }
+        }
+    }
+    if (!args.checkpoint.empty() && !args.best.empty() &&
+        char_rnn::same_path(args.checkpoint, args.best)) {
+        throw cellgrad::Error(fmt::format("--checkpoint and --best are the same file '{}'; give "
+                                          "two names",
+                                          args.checkpoint));
+    }
+    if (!args.init.empty() && !args.resume.empty()) {
+        throw cellgrad::Error("--init and --resume exclude each other: --resume continues a run "
+                              "(weights, optimizer, step), --init starts a new one from weights");
+    }
+}
+
+/// Loss in one unit everywhere: "1.6160 nats/char (2.331 bits)".
+std::string loss_text(double nats) {
+    return fmt::format("{:.4f} nats/char ({:.3f} bits)", nats, nats / std::numbers::ln2);
+}
+
+int run_train(TrainArguments args) {
+    check_outputs(args);
     cellgrad::set_num_threads(args.threads);
     const std::string text = char_rnn::read_file(args.data);
-    if (!(args.val_fraction >= 0 && args.val_fraction < 1)) {
-        throw cellgrad::Error(
-            fmt::format("train: --val-fraction must be in [0, 1), got {}", args.val_fraction));
-    }
     char_rnn::Vocabulary vocabulary = char_rnn::Vocabulary::from_text(text);
     char_rnn::ModelConfig model_config = args.model;
+    char_rnn::TrainConfig train_config = args.train;
+    std::optional<cellgrad::io::SafetensorsFile> resume_file;
+    if (!args.resume.empty()) {
+        // A resume continues the stored run: model, optimizer and schedule come from the file.
+        resume_file = cellgrad::io::load_safetensors(args.resume);
+        const char_rnn::CheckpointInfo info = char_rnn::read_checkpoint_info(*resume_file);
+        const std::vector<std::string> differ = conflicts(args, info.model, &info.train);
+        if (!differ.empty()) {
+            throw cellgrad::Error(fmt::format(
+                "--resume '{}' continues that run with its own settings, but {} differ: {}; drop "
+                "them, or start a new run from its weights with --init",
+                args.resume, differ.size() == 1 ? "this flag would" : "these flags would",
+                fmt::join(differ, ", ")));
+        }
+        model_config = info.model;
+        train_config = info.train;
+        vocabulary = info.vocabulary;
+        fmt::print(stderr,
+                   "char_rnn: resuming '{}' at step {}: from the checkpoint: --cell {} --hidden {} "
+                   "--layers {} --embedding {} --dropout {} --forget-bias {} --seq {} --batch {} "
+                   "--optimizer {} --lr {} --clip {} --seed {}, vocabulary, weights, optimizer "
+                   "state{}; from the flags: --data, --steps, --val-fraction, --eval-every, "
+                   "--threads and the output paths\n",
+                   args.resume, info.step, model_config.cell, model_config.hidden,
+                   model_config.layers, model_config.embedding, model_config.dropout,
+                   model_config.forget_bias, train_config.seq, train_config.batch,
+                   train_config.optimizer, train_config.lr, train_config.clip, train_config.seed,
+                   info.best_val ? fmt::format(", best validation loss {}", *info.best_val) : "");
+    }
+    std::optional<cellgrad::io::SafetensorsFile> init_file;
     if (!args.init.empty()) {
         // Weights (and so vocabulary and architecture) come from the checkpoint.
-        auto initial = char_rnn::load_model(args.init);
+        init_file = cellgrad::io::load_safetensors(args.init);
+        auto initial = char_rnn::load_model(*init_file);
+        const std::vector<std::string> differ = conflicts(args, initial->config(), nullptr);
+        if (!differ.empty()) {
+            throw cellgrad::Error(fmt::format("--init '{}' fixes the architecture, but {}",
+                                              args.init, fmt::join(differ, ", ")));
+        }
         model_config = initial->config();
         vocabulary = initial->vocabulary();
     }
@@ -54,12 +153,13 @@ int run_train(const TrainArguments& args) {
     std::vector<std::int32_t> train_part(all.begin(), all.begin() + std::ptrdiff_t(train_size));
     const std::span<const std::int32_t> val_part(all.data() + train_size, all.size() - train_size);
 
-    char_rnn::Trainer trainer(model_config, args.train, vocabulary, std::move(train_part));
-    if (!args.init.empty()) {
-        char_rnn::load_weights(cellgrad::io::load_safetensors(args.init), trainer.model());
+    char_rnn::Trainer trainer(model_config, train_config, vocabulary, std::move(train_part));
+    if (init_file) {
+        char_rnn::load_weights(*init_file, trainer.model());
     }
-    if (!args.resume.empty()) {
-        trainer.resume(args.resume);
+    if (resume_file) {
+        trainer.resume(*resume_file);
+        resume_file.reset();
     }
     const std::size_t parameter_count = [&] {
         std::size_t total = 0;
@@ -77,59 +177,86 @@ int run_train(const TrainArguments& args) {
 
     const auto start = Clock::now();
     double train_seconds = 0;
-    double smoothed_loss = std::log(double(vocabulary.size()));
+    // A uniform guess scores ln V; a run far above that has diverged and is stopped unsaved.
+    const double uniform = std::log(double(vocabulary.size()));
+    const double diverged_above = 3 * uniform + 1;
+    double smoothed_loss = uniform;
     double last_loss = smoothed_loss;
     double val_nats = std::numeric_limits<double>::quiet_NaN();
-    double best_val = std::numeric_limits<double>::infinity();
     const std::int64_t first_step = trainer.step();
+    if (args.steps > char_rnn::max_step - first_step) {
+        throw cellgrad::Error(fmt::format("train: --steps {} from step {} would pass the limit of "
+                                          "{} steps",
+                                          args.steps, first_step, char_rnn::max_step));
+    }
     const std::int64_t last_step = first_step + args.steps;
-    const double tokens_per_step = double(args.train.seq * args.train.batch);
+    std::int64_t saved_step = -1;
+    const double tokens_per_step = double(train_config.seq * train_config.batch);
     const examples::ProgressLine progress(last_step);
     auto validate = [&] {
         if (val_part.size() < 2) {
             return;
         }
         val_nats = char_rnn::evaluate(trainer.model(), val_part).nats;
-        if (!args.best.empty() && val_nats < best_val) {
-            best_val = val_nats;
+        if (val_nats > diverged_above) {
+            progress.finish();
+            throw cellgrad::Error(fmt::format(
+                "train: the run diverged by step {}: the validation loss is {}, far above the {} "
+                "of a uniform guess (ln {}); likely cause: --lr {} is too high{}; stopped without "
+                "saving {}",
+                trainer.step(), loss_text(val_nats), loss_text(uniform), vocabulary.size(),
+                train_config.lr, train_config.clip > 0 ? "" : " with --clip 0 (off)",
+                saved_step >= 0 ? fmt::format("(the checkpoint of step {} is kept)", saved_step)
+                                : std::string("anything")));
+        }
+        if (!args.best.empty() && !(trainer.best_val() && *trainer.best_val() <= val_nats)) {
+            trainer.set_best_val(val_nats);
             trainer.save(args.best);
+        }
+    };
+    auto save = [&] {
+        if (!args.checkpoint.empty()) {
+            trainer.save(args.checkpoint);
+            saved_step = trainer.step();
         }
     };
     while (trainer.step() < last_step) {
         const auto step_start = Clock::now();
-        last_loss = trainer.train_step();
+        last_loss = trainer.train_step(); // throws, before anything is saved, if non-finite
         train_seconds += seconds_since(step_start);
-        if (!std::isfinite(last_loss)) {
-            throw cellgrad::Error(fmt::format("train: loss became {} at step {}; try a lower --lr "
-                                              "or --clip",
-                                              last_loss, trainer.step()));
-        }
         smoothed_loss =
             trainer.step() - first_step == 1 ? last_loss : 0.95 * smoothed_loss + 0.05 * last_loss;
+        if (smoothed_loss > diverged_above) {
+            progress.finish();
+            throw cellgrad::Error(fmt::format(
+                "train: the run diverged at step {}: the training loss is {}, far above the {} "
+                "of a uniform guess (ln {}); likely cause: --lr {} is too high{}; stopped without "
+                "saving {}",
+                trainer.step(), loss_text(smoothed_loss), loss_text(uniform), vocabulary.size(),
+                train_config.lr, train_config.clip > 0 ? "" : " with --clip 0 (off)",
+                saved_step >= 0 ? fmt::format("(the checkpoint of step {} is kept)", saved_step)
+                                : std::string("anything")));
+        }
         const bool evaluate_now = args.eval_every > 0 && (trainer.step() % args.eval_every == 0 ||
                                                           trainer.step() == last_step);
         if (evaluate_now) {
             validate();
-            if (!args.checkpoint.empty()) {
-                trainer.save(args.checkpoint);
-            }
+            save();
         }
         const double done = double(trainer.step() - first_step);
         const double rate = done * tokens_per_step / std::max(train_seconds, 1e-9);
         const double eta = seconds_since(start) / done * double(last_step - trainer.step());
-        const std::string val = std::isnan(val_nats)
-                                    ? std::string("  -  ")
-                                    : fmt::format("{:.3f}", val_nats / std::numbers::ln2);
+        const std::string val = std::isnan(val_nats) ? std::string("-") : loss_text(val_nats);
         progress.show(trainer.step(),
-                      fmt::format("loss {:.4f} val {} bits/char {:.0f} tok/s ETA {:.0f}s",
-                                  smoothed_loss, val, rate, eta),
+                      fmt::format("train {} val {} {:.0f} tok/s ETA {:.0f}s",
+                                  loss_text(smoothed_loss), val, rate, eta),
                       evaluate_now);
     }
     if (args.eval_every <= 0 && val_part.size() >= 2) {
         validate();
     }
-    if (!args.checkpoint.empty()) {
-        trainer.save(args.checkpoint);
+    if (saved_step != trainer.step()) {
+        save();
     }
     const double wall = seconds_since(start);
     nlohmann::json summary = {
@@ -139,6 +266,7 @@ int run_train(const TrainArguments& args) {
         {"steps", trainer.step()},
         {"train_loss", last_loss},
         {"train_loss_smoothed", smoothed_loss},
+        {"train_bits_smoothed", smoothed_loss / std::numbers::ln2},
         {"val_nats", std::isnan(val_nats) ? nlohmann::json(nullptr) : nlohmann::json(val_nats)},
         {"val_bits", std::isnan(val_nats) ? nlohmann::json(nullptr)
                                           : nlohmann::json(val_nats / std::numbers::ln2)},
@@ -167,8 +295,8 @@ int run_eval(const std::string& checkpoint, const std::string& data, bool as_jso
                                           {"seconds", seconds_since(start)}}
                                .dump());
     } else {
-        fmt::print("{}: {:.4f} nats/char, {:.4f} bits/char over {} predictions\n", data,
-                   result.nats, result.bits(), result.predictions);
+        fmt::print("{}: {} over {} predictions\n", data, loss_text(result.nats),
+                   result.predictions);
     }
     return 0;
 }
@@ -180,65 +308,134 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", cellgrad::version_line("char_rnn"));
     app.require_subcommand(1);
 
+    using char_rnn::ModelConfig;
+    using char_rnn::TrainConfig;
+    using examples::Bound;
+    using examples::real_number;
+    using examples::whole_number;
+    using examples::with_unit;
+    examples::show_defaults(app);
+    constexpr std::uint64_t most_steps = 1'000'000'000'000;
+    constexpr std::uint64_t most_seed = std::numeric_limits<std::uint64_t>::max();
+    const std::string file = "path";
+
     TrainArguments train;
     CLI::App* train_command = app.add_subcommand("train", "train a model on a text file");
-    train_command->add_option("--data", train.data, "training text (any bytes)")->required();
-    train_command->add_option("--cell", train.model.cell, "lstm, gru or rnn")
+    train_command
+        ->add_option("--data", train.data,
+                     with_unit("training text (any bytes, at most 1 GiB)", file))
+        ->required();
+    train_command->add_option("--cell", train.model.cell, "recurrent cell: lstm, gru or rnn (tanh)")
         ->check(CLI::IsMember({"lstm", "gru", "rnn"}));
-    train_command->add_option("--hidden", train.model.hidden, "hidden units per layer")
-        ->check(CLI::PositiveNumber);
-    train_command->add_option("--layers", train.model.layers, "stacked layers")
-        ->check(CLI::PositiveNumber);
-    train_command->add_option("--embedding", train.model.embedding, "embedding size")
-        ->check(CLI::PositiveNumber);
-    train_command->add_option("--dropout", train.model.dropout, "dropout between layers")
-        ->check(CLI::Range(0.0, 0.99));
-    train_command->add_option("--forget-bias", train.model.forget_bias, "LSTM forget-gate bias");
-    train_command->add_option("--seq", train.train.seq, "time steps per window")
-        ->check(CLI::PositiveNumber);
-    train_command->add_option("--batch", train.train.batch, "parallel streams")
-        ->check(CLI::PositiveNumber);
-    train_command->add_option("--steps", train.steps, "training steps (0: just write the model)")
-        ->check(CLI::NonNegativeNumber);
-    train_command->add_option("--optimizer", train.train.optimizer, "adam, sgd, adagrad, rmsprop")
+    train_command
+        ->add_option("--hidden", train.model.hidden,
+                     with_unit("hidden state size per layer", "units"))
+        ->check(whole_number(1, ModelConfig::max_width, "units"));
+    train_command->add_option("--layers", train.model.layers, with_unit("stacked layers", "layers"))
+        ->check(whole_number(1, ModelConfig::max_layers, "layers"));
+    train_command
+        ->add_option("--embedding", train.model.embedding,
+                     with_unit("embedding size of each character", "units"))
+        ->check(whole_number(1, ModelConfig::max_width, "units"));
+    train_command
+        ->add_option("--dropout", train.model.dropout,
+                     with_unit("dropout between layers", "probability"))
+        ->check(real_number(0, ModelConfig::max_dropout));
+    train_command
+        ->add_option("--forget-bias", train.model.forget_bias,
+                     with_unit("added to the LSTM forget-gate bias at init", "pre-activation"))
+        ->check(real_number(-ModelConfig::max_forget_bias, ModelConfig::max_forget_bias));
+    train_command
+        ->add_option("--seq", train.train.seq,
+                     with_unit("time steps per window (truncated BPTT)", "characters"))
+        ->check(whole_number(1, TrainConfig::max_seq, "characters"));
+    train_command
+        ->add_option("--batch", train.train.batch, with_unit("parallel streams", "streams"))
+        ->check(whole_number(1, TrainConfig::max_batch, "streams"));
+    train_command
+        ->add_option("--steps", train.steps,
+                     with_unit("training steps in this run (0: just write the model)", "steps"))
+        ->check(whole_number(0, most_steps, "steps"));
+    train_command->add_option("--optimizer", train.train.optimizer, "adam, sgd, adagrad or rmsprop")
         ->check(CLI::IsMember({"adam", "sgd", "adagrad", "rmsprop"}));
-    train_command->add_option("--lr", train.train.lr, "learning rate")->check(CLI::PositiveNumber);
-    train_command->add_option("--clip", train.train.clip, "gradient-norm clip (0: none)")
-        ->check(CLI::NonNegativeNumber);
-    train_command->add_option("--seed", train.train.seed, "seed of init and dropout");
-    train_command->add_option("--val-fraction", train.val_fraction, "tail of the file held out");
-    train_command->add_option("--eval-every", train.eval_every,
-                              "validate and checkpoint every K steps (0: at the end only)");
-    train_command->add_option("--threads", train.threads, "threads (TBB and OpenBLAS)")
-        ->check(CLI::PositiveNumber);
-    train_command->add_option("--checkpoint", train.checkpoint, "latest state goes here");
-    train_command->add_option("--best", train.best, "best state by validation loss goes here");
-    train_command->add_option("--init", train.init, "start from this checkpoint's weights");
+    train_command
+        ->add_option("--lr", train.train.lr,
+                     with_unit("learning rate", "step size per unit gradient"))
+        ->check(real_number(0, TrainConfig::max_lr, "", Bound::open));
+    train_command
+        ->add_option("--clip", train.train.clip,
+                     with_unit("largest global gradient norm (0: no clipping)", "L2 norm"))
+        ->check(real_number(0, TrainConfig::max_clip));
+    train_command
+        ->add_option("--seed", train.train.seed,
+                     with_unit("seed of the initial weights and dropout", "integer"))
+        ->check(whole_number(0, most_seed));
+    train_command
+        ->add_option("--val-fraction", train.val_fraction,
+                     with_unit("tail of the file held out for validation", "fraction of the file"))
+        ->check(real_number(0, 1, "", Bound::closed, Bound::open));
+    train_command
+        ->add_option(
+            "--eval-every", train.eval_every,
+            with_unit("validate and checkpoint every K steps (0: at the end only)", "steps"))
+        ->check(whole_number(0, most_steps, "steps"));
+    train_command
+        ->add_option("--threads", train.threads, with_unit("threads (TBB and OpenBLAS)", "threads"))
+        ->check(whole_number(1, 256, "threads"));
+    train_command->add_option(
+        "--checkpoint", train.checkpoint,
+        with_unit("the latest state goes here, written atomically (default: none)", file));
+    train_command->add_option(
+        "--best", train.best,
+        with_unit("the state with the best validation loss goes here (default: none)", file));
+    train_command->add_option(
+        "--init", train.init,
+        with_unit("start a new run from this checkpoint's weights (default: none)", file));
     train_command->add_option("--resume", train.resume,
-                              "continue this checkpoint's run exactly (optimizer, step, state)");
+                              with_unit("continue this checkpoint's run exactly: its settings, "
+                                        "optimizer, step and state (default: none)",
+                                        file));
 
     std::string checkpoint;
     std::string data;
     bool as_json = false;
     int threads = 2;
     CLI::App* eval_command = app.add_subcommand("eval", "mean cross-entropy of a text");
-    eval_command->add_option("--checkpoint", checkpoint, "model checkpoint")->required();
-    eval_command->add_option("--data", data, "text to score")->required();
-    eval_command->add_flag("--json", as_json, "print JSON");
-    eval_command->add_option("--threads", threads, "threads")->check(CLI::PositiveNumber);
+    eval_command->add_option("--checkpoint", checkpoint, with_unit("model checkpoint", file))
+        ->required();
+    eval_command->add_option("--data", data, with_unit("text to score (at most 1 GiB)", file))
+        ->required();
+    eval_command->add_flag("--json", as_json, "print JSON (nats and bits per character)");
+    eval_command->add_option("--threads", threads, with_unit("threads", "threads"))
+        ->check(whole_number(1, 256, "threads"));
 
     char_rnn::SampleConfig sample;
     CLI::App* sample_command = app.add_subcommand("sample", "generate text");
-    sample_command->add_option("--checkpoint", checkpoint, "model checkpoint")->required();
-    sample_command->add_option("--length", sample.length, "characters to generate");
-    sample_command->add_option("--temperature", sample.temperature, "softmax temperature (> 0)");
-    sample_command->add_option("--prime", sample.prime, "text to start from");
-    sample_command->add_option("--seed", sample.seed, "sampling seed");
+    sample_command->add_option("--checkpoint", checkpoint, with_unit("model checkpoint", file))
+        ->required();
+    sample_command
+        ->add_option("--length", sample.length,
+                     with_unit("characters to generate after the prime", "characters"))
+        ->check(whole_number(0, 1'000'000'000, "characters"));
+    sample_command
+        ->add_option("--temperature", sample.temperature,
+                     with_unit("softmax temperature (lower: more likely characters)", "ratio"))
+        ->check(real_number(0, 100, "", Bound::open));
+    sample_command
+        ->add_option("--prime", sample.prime, with_unit("text to start from", "characters"))
+        ->default_str("\\n"); // shown escaped: the default is one newline
+    sample_command->add_option("--seed", sample.seed, with_unit("sampling seed", "integer"))
+        ->check(whole_number(0, most_seed));
     sample_command->add_flag("--argmax", sample.argmax, "always take the most likely character");
 
     CLI11_PARSE(app, argc, argv);
     try {
         if (train_command->parsed()) {
+            for (const CLI::Option* option : train_command->get_options()) {
+                if (option->count() > 0) {
+                    train.given.insert(option->get_name());
+                }
+            }
             return run_train(train);
         }
         if (eval_command->parsed()) {
@@ -246,7 +443,11 @@ int main(int argc, char** argv) {
         }
         cellgrad::set_num_threads(1);
         auto model = char_rnn::load_model(checkpoint);
-        fmt::print("{}\n", char_rnn::sample(*model, sample));
+        // Streamed: a long sample is written as it is made, not held in memory.
+        char_rnn::sample(*model, sample, [](std::string_view piece) {
+            std::fwrite(piece.data(), 1, piece.size(), stdout);
+        });
+        std::fputc('\n', stdout);
         return 0;
     } catch (const std::exception& error) {
         fmt::print(stderr, "char_rnn: error: {}\n", error.what());
