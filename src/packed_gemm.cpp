@@ -68,8 +68,14 @@ constexpr std::size_t depth_block = 1024;
 constexpr int kernel_rows = 8;
 
 #if CELLGRAD_PACKED_GEMM
+// Everything up to the matching pop is compiled for AVX-512F (GCC: target pragma; Clang ignores
+// that pragma and takes the attribute on every function instead).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f")
+#endif
 
 /// c[0:Rows, 0:48] (masked to `mask`) = (load_c ? c : 0) + x[0:Rows, 0:depth] panel[0:depth, 0:48].
 template <int Rows>
@@ -127,7 +133,11 @@ void panel_product(const float* x, std::size_t x_stride, std::size_t m, const fl
     }
 }
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #endif
 
 /// Mask of the valid lanes of vector v (16 columns) when a panel has `columns` valid columns.
