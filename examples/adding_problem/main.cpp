@@ -18,6 +18,7 @@
 #include "adding.hpp"
 #include "cellgrad/optim/optim.hpp"
 #include "cellgrad/version.hpp"
+#include "cli.hpp"
 #include "progress.hpp"
 
 namespace {
@@ -205,34 +206,57 @@ int run(const Arguments& args) {
 int main(int argc, char** argv) {
     CLI::App app{"adding_problem: the adding problem (long time lag) on cellgrad"};
     app.set_version_flag("--version", cellgrad::version_line("adding_problem"));
+    using examples::Bound;
+    using examples::real_number;
+    using examples::whole_number;
+    using examples::with_unit;
+    examples::show_defaults(app);
     Arguments args;
-    app.add_option("--cell", args.model.cell, "rnn (tanh), lstm or gru")
-        ->check(CLI::IsMember({"rnn", "lstm", "gru"}));
-    app.add_option("--T", args.steps_per_sequence, "sequence length")->check(CLI::Range(2, 100000));
-    app.add_option("--hidden", args.model.hidden, "hidden units")->check(CLI::PositiveNumber);
-    app.add_option("--batch", args.batch, "sequences per training step")
-        ->check(CLI::PositiveNumber);
-    app.add_option("--steps", args.steps, "training steps")->check(CLI::PositiveNumber);
+    app.add_option("--cell", args.model.cell,
+                   "recurrent cell: rnn (tanh), lstm, gru or a variant (lesson-lstm, "
+                   "peephole-lstm, concat-peephole-lstm, cifg-lstm, nfg-lstm, layernorm-lstm, "
+                   "cho-gru, mgu)")
+        ->check(CLI::IsMember(cellgrad::nn::cell_names()));
+    app.add_option("--T", args.steps_per_sequence, with_unit("sequence length", "time steps"))
+        ->check(whole_number(2, 100000, "time steps"));
+    app.add_option("--hidden", args.model.hidden, with_unit("hidden state size", "units"))
+        ->check(whole_number(1, 65536, "units"));
+    app.add_option("--batch", args.batch, with_unit("sequences per training step", "sequences"))
+        ->check(whole_number(1, 100000, "sequences"));
+    app.add_option("--steps", args.steps, with_unit("training steps", "steps"))
+        ->check(whole_number(1, 1'000'000'000, "steps"));
     app.add_option("--optimizer", args.optimizer, "rmsprop or adam")
         ->check(CLI::IsMember({"rmsprop", "adam"}));
-    app.add_option("--lr", args.lr, "learning rate")->check(CLI::PositiveNumber);
-    app.add_option("--alpha", args.alpha, "RMSprop decay of the squared-gradient average")
-        ->check(CLI::Range(0.0, 1.0));
-    app.add_option("--clip", args.clip, "clip the global gradient norm (0: off)")
-        ->check(CLI::NonNegativeNumber);
-    app.add_option("--seed", args.seed, "seed of weights, training data and test set");
-    app.add_option("--forget-bias", args.model.forget_bias, "LSTM: added to the forget gate bias");
-    app.add_option("--threads", args.threads, "threads (TBB and OpenBLAS)")
-        ->check(CLI::PositiveNumber);
-    app.add_option("--csv", args.csv, "write the learning curve here");
-    app.add_option("--test-size", args.test_size, "held-out test sequences")
-        ->check(CLI::PositiveNumber);
-    app.add_option("--eval-every", args.eval_every, "steps between test evaluations")
-        ->check(CLI::PositiveNumber);
-    app.add_option("--target", args.target, "test MSE that counts as solved");
+    app.add_option("--lr", args.lr, with_unit("learning rate", "step size per unit gradient"))
+        ->check(real_number(0, 100, "", Bound::open));
+    app.add_option("--alpha", args.alpha,
+                   with_unit("RMSprop decay of the squared-gradient average", "factor per step"))
+        ->check(real_number(0, 1, "", Bound::closed, Bound::open));
+    app.add_option("--clip", args.clip,
+                   with_unit("largest global gradient norm (0: no clipping)", "L2 norm"))
+        ->check(real_number(0, 1e6));
+    app.add_option("--seed", args.seed,
+                   with_unit("seed of weights, training data and test set", "integer"))
+        ->check(whole_number(0, std::numeric_limits<std::uint64_t>::max()));
+    app.add_option("--forget-bias", args.model.forget_bias,
+                   with_unit("LSTM: added to the forget-gate bias at init", "pre-activation"))
+        ->check(real_number(-100, 100));
+    app.add_option("--threads", args.threads, with_unit("threads (TBB and OpenBLAS)", "threads"))
+        ->check(whole_number(1, 256, "threads"));
+    app.add_option("--csv", args.csv,
+                   with_unit("write the learning curve here (default: none)", "path"));
+    app.add_option("--test-size", args.test_size, with_unit("held-out test sequences", "sequences"))
+        ->check(whole_number(1, 1'000'000, "sequences"));
+    app.add_option("--eval-every", args.eval_every,
+                   with_unit("steps between test evaluations", "steps"))
+        ->check(whole_number(1, 1'000'000'000, "steps"));
+    app.add_option("--target", args.target,
+                   with_unit("test loss that counts as solved", "mean squared error"))
+        ->check(real_number(0, 1e6));
     app.add_flag("--stop-at-target", args.stop_at_target, "stop once the test MSE is below target");
-    app.add_option("--max-seconds", args.max_seconds, "stop after this wall time (0: no limit)")
-        ->check(CLI::NonNegativeNumber);
+    app.add_option("--max-seconds", args.max_seconds,
+                   with_unit("stop after this wall time (0: no limit)", "seconds"))
+        ->check(real_number(0, 1e9));
     CLI11_PARSE(app, argc, argv);
     try {
         return run(args);

@@ -25,6 +25,7 @@
 #include "adding.hpp"
 #include "cellgrad/optim/optim.hpp"
 #include "cellgrad/version.hpp"
+#include "cli.hpp"
 #include "progress.hpp"
 
 namespace {
@@ -410,36 +411,59 @@ int run(const Arguments& args) {
 int main(int argc, char** argv) {
     CLI::App app{"vanishing_gradients: gradient norms through time, RNN vs LSTM vs GRU"};
     app.set_version_flag("--version", cellgrad::version_line("vanishing_gradients"));
+    using examples::Bound;
+    using examples::real_number;
+    using examples::whole_number;
+    using examples::with_unit;
+    examples::show_defaults(app);
     Arguments args;
-    app.add_option("--T", args.steps_per_sequence, "sequence length")->check(CLI::Range(2, 100000));
-    app.add_option("--hidden", args.hidden, "hidden units")->check(CLI::PositiveNumber);
-    app.add_option("--batch", args.batch, "sequences in the measurement batch")
-        ->check(CLI::PositiveNumber);
-    app.add_option("--seeds", args.seeds, "seeds (weights and data)")->check(CLI::PositiveNumber);
-    app.add_option("--train-steps", args.train_steps, "training steps before the second reading")
-        ->check(CLI::NonNegativeNumber);
-    app.add_option("--train-batch", args.train_batch, "sequences per training step")
-        ->check(CLI::PositiveNumber);
-    app.add_option("--lr", args.lr, "RMSprop learning rate")->check(CLI::PositiveNumber);
-    app.add_option("--alpha", args.alpha, "RMSprop decay")->check(CLI::Range(0.0, 1.0));
-    app.add_option("--clip", args.clip, "global gradient-norm clip (0: off)")
-        ->check(CLI::NonNegativeNumber);
-    app.add_option("--models", args.models, "rnn, lstm_fb<bias> (lstm_fb0, lstm_fb1, ...), gru")
+    app.add_option("--T", args.steps_per_sequence, with_unit("sequence length", "time steps"))
+        ->check(whole_number(2, 100000, "time steps"));
+    app.add_option("--hidden", args.hidden, with_unit("hidden state size", "units"))
+        ->check(whole_number(1, 65536, "units"));
+    app.add_option("--batch", args.batch,
+                   with_unit("sequences in the measurement batch", "sequences"))
+        ->check(whole_number(1, 100000, "sequences"));
+    app.add_option("--seeds", args.seeds, with_unit("seeds (weights and data)", "runs"))
+        ->check(whole_number(1, 1000, "runs"));
+    app.add_option("--train-steps", args.train_steps,
+                   with_unit("training steps before the second reading", "steps"))
+        ->check(whole_number(0, 1'000'000'000, "steps"));
+    app.add_option("--train-batch", args.train_batch,
+                   with_unit("sequences per training step", "sequences"))
+        ->check(whole_number(1, 100000, "sequences"));
+    app.add_option("--lr", args.lr,
+                   with_unit("RMSprop learning rate", "step size per unit gradient"))
+        ->check(real_number(0, 100, "", Bound::open));
+    app.add_option("--alpha", args.alpha, with_unit("RMSprop decay", "factor per step"))
+        ->check(real_number(0, 1, "", Bound::closed, Bound::open));
+    app.add_option("--clip", args.clip,
+                   with_unit("largest global gradient norm (0: no clipping)", "L2 norm"))
+        ->check(real_number(0, 1e6));
+    app.add_option("--models", args.models,
+                   with_unit("models to compare: rnn, lstm_fb<bias> (lstm_fb0, lstm_fb1, ...), gru",
+                             "comma-separated names"))
         ->delimiter(',');
-    app.add_option("--fit-from", args.fit_from, "first lag of the slope fit");
-    app.add_option("--fit-to", args.fit_to, "last lag of the slope fit");
+    app.add_option("--fit-from", args.fit_from,
+                   with_unit("first lag of the slope fit", "time steps"))
+        ->check(whole_number(0, 100000, "time steps"));
+    app.add_option("--fit-to", args.fit_to, with_unit("last lag of the slope fit", "time steps"))
+        ->check(whole_number(1, 100000, "time steps"));
     app.add_option("--batch-stat", args.batch_stat, "median or mean of per-sequence norms")
         ->check(CLI::IsMember({"median", "mean"}));
-    app.add_option("--out-dir", args.out_dir, "where the CSV, table, script and plots go");
-    app.add_option("--threads", args.threads, "threads (TBB and OpenBLAS)")
-        ->check(CLI::PositiveNumber);
+    app.add_option("--out-dir", args.out_dir,
+                   with_unit("where the CSV, table, script and plots go", "directory"));
+    app.add_option("--threads", args.threads, with_unit("threads (TBB and OpenBLAS)", "threads"))
+        ->check(whole_number(1, 256, "threads"));
     bool no_plot = false;
     app.add_flag("--no-plot", no_plot, "write the gnuplot script but do not run it");
     CLI11_PARSE(app, argc, argv);
     args.plot = !no_plot;
     try {
         if (args.fit_from >= args.fit_to) {
-            throw cellgrad::Error("vanishing_gradients: --fit-from must be below --fit-to");
+            throw cellgrad::Error(fmt::format("vanishing_gradients: --fit-from ({}) must be below "
+                                              "--fit-to ({})",
+                                              args.fit_from, args.fit_to));
         }
         return run(args);
     } catch (const std::exception& error) {
