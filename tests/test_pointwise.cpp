@@ -263,3 +263,28 @@ TEST_CASE("pointwise: named intermediates are kept for inspection only when aske
     tape.clear();
     CHECK(tape.intermediates().empty());
 }
+
+TEST_CASE("pointwise: a broadcast row's gradient is the sum over rows, short and long rows") {
+    // H = 100 takes row groups with a partial row each; H = 5000 splits rows into column pieces.
+    for (const std::size_t H : {std::size_t(100), std::size_t(5000)}) {
+        constexpr std::size_t B = 37;
+        Tape<double> tape;
+        const Var<double> x = tape.input(random_tensor(B, H, 23));
+        const Var<double> p = tape.input(random_tensor(1, H, 24));
+        const Tensor<double> w = random_tensor(B, H, 25);
+        const auto [y] = pointwise(
+            "scale", [](auto x, auto p) { return p * x; }, x, p);
+        tape.backward(sum(mul(y, tape.constant(w))));
+        const Tensor<double> dp = p.grad();
+        double worst = 0;
+        for (std::size_t j = 0; j < H; ++j) {
+            double expected = 0;
+            for (std::size_t r = 0; r < B; ++r) {
+                expected += w(r, j) * x.value()(r, j);
+            }
+            worst = std::max(worst, std::abs(dp(0, j) - expected));
+        }
+        INFO("H = " << H);
+        CHECK(worst < 1e-12);
+    }
+}

@@ -95,99 +95,99 @@ constexpr auto lift(const E& e) {
 /// y = 1 / (1 + e^-x); dy/dx = y (1 - y).
 struct Sigmoid {
     template <class T>
-    static T value(T x) {
+    CELLGRAD_ALWAYS_INLINE static T value(T x) {
         return fast_math::sigmoid<T>(x);
     }
     template <class T>
-    static T derivative(T, T y) {
+    CELLGRAD_ALWAYS_INLINE static T derivative(T, T y) {
         return y * (T(1) - y);
     }
 };
 /// y = tanh x; dy/dx = 1 - y^2.
 struct Tanh {
     template <class T>
-    static T value(T x) {
+    CELLGRAD_ALWAYS_INLINE static T value(T x) {
         return fast_math::tanh<T>(x);
     }
     template <class T>
-    static T derivative(T, T y) {
+    CELLGRAD_ALWAYS_INLINE static T derivative(T, T y) {
         return T(1) - y * y;
     }
 };
 /// y = e^x; dy/dx = y.
 struct Exp {
     template <class T>
-    static T value(T x) {
+    CELLGRAD_ALWAYS_INLINE static T value(T x) {
         return fast_math::exp<T>(x);
     }
     template <class T>
-    static T derivative(T, T y) {
+    CELLGRAD_ALWAYS_INLINE static T derivative(T, T y) {
         return y;
     }
 };
 /// y = max(x, 0); dy/dx = [x > 0].
 struct Relu {
     template <class T>
-    static T value(T x) {
+    CELLGRAD_ALWAYS_INLINE static T value(T x) {
         return x > T(0) ? x : T(0);
     }
     template <class T>
-    static T derivative(T x, T) {
+    CELLGRAD_ALWAYS_INLINE static T derivative(T x, T) {
         return x > T(0) ? T(1) : T(0);
     }
 };
 /// y = -x; dy/dx = -1.
 struct Negate {
     template <class T>
-    static T value(T x) {
+    CELLGRAD_ALWAYS_INLINE static T value(T x) {
         return -x;
     }
     template <class T>
-    static T derivative(T, T) {
+    CELLGRAD_ALWAYS_INLINE static T derivative(T, T) {
         return T(-1);
     }
 };
 /// y = a + b; partials 1, 1.
 struct Add {
     template <class T>
-    static T value(T a, T b) {
+    CELLGRAD_ALWAYS_INLINE static T value(T a, T b) {
         return a + b;
     }
     template <class T>
-    static std::array<T, 2> partials(T, T) {
+    CELLGRAD_ALWAYS_INLINE static std::array<T, 2> partials(T, T) {
         return {T(1), T(1)};
     }
 };
 /// y = a - b; partials 1, -1.
 struct Subtract {
     template <class T>
-    static T value(T a, T b) {
+    CELLGRAD_ALWAYS_INLINE static T value(T a, T b) {
         return a - b;
     }
     template <class T>
-    static std::array<T, 2> partials(T, T) {
+    CELLGRAD_ALWAYS_INLINE static std::array<T, 2> partials(T, T) {
         return {T(1), T(-1)};
     }
 };
 /// y = a b; partials b, a.
 struct Multiply {
     template <class T>
-    static T value(T a, T b) {
+    CELLGRAD_ALWAYS_INLINE static T value(T a, T b) {
         return a * b;
     }
     template <class T>
-    static std::array<T, 2> partials(T a, T b) {
+    CELLGRAD_ALWAYS_INLINE static std::array<T, 2> partials(T a, T b) {
         return {b, a};
     }
 };
 /// y = a / b; partials 1/b, -a/b^2.
 struct Divide {
     template <class T>
-    static T value(T a, T b) {
+    CELLGRAD_ALWAYS_INLINE static T value(T a, T b) {
         return a / b;
     }
     template <class T>
-    static std::array<T, 2> partials(T a, T b) {
+    CELLGRAD_ALWAYS_INLINE static std::array<T, 2> partials(T a, T b) {
         return {T(1) / b, -a / (b * b)};
     }
 };
@@ -226,26 +226,22 @@ constexpr auto operator-(const E& e) {
 }
 /// a + b.
 template <Term A, Term B>
-    requires(Expression<A> || Expression<B>)
-constexpr auto operator+(const A& a, const B& b) {
+requires(Expression<A> || Expression<B>) constexpr auto operator+(const A& a, const B& b) {
     return Binary<Add, decltype(lift(a)), decltype(lift(b))>{lift(a), lift(b)};
 }
 /// a - b.
 template <Term A, Term B>
-    requires(Expression<A> || Expression<B>)
-constexpr auto operator-(const A& a, const B& b) {
+requires(Expression<A> || Expression<B>) constexpr auto operator-(const A& a, const B& b) {
     return Binary<Subtract, decltype(lift(a)), decltype(lift(b))>{lift(a), lift(b)};
 }
 /// a * b.
 template <Term A, Term B>
-    requires(Expression<A> || Expression<B>)
-constexpr auto operator*(const A& a, const B& b) {
+requires(Expression<A> || Expression<B>) constexpr auto operator*(const A& a, const B& b) {
     return Binary<Multiply, decltype(lift(a)), decltype(lift(b))>{lift(a), lift(b)};
 }
 /// a / b.
 template <Term A, Term B>
-    requires(Expression<A> || Expression<B>)
-constexpr auto operator/(const A& a, const B& b) {
+requires(Expression<A> || Expression<B>) constexpr auto operator/(const A& a, const B& b) {
     return Binary<Divide, decltype(lift(a)), decltype(lift(b))>{lift(a), lift(b)};
 }
 

@@ -121,7 +121,8 @@ Var<T> GatedWeights<T>::project_hidden(const Var<T>& h) const {
 }
 
 template <class T>
-Var<T> GatedWeights<T>::project_hidden(const Var<T>& h, std::size_t first, std::size_t count) const {
+Var<T> GatedWeights<T>::project_hidden(const Var<T>& h, std::size_t first,
+                                       std::size_t count) const {
     const std::size_t H = hidden_size;
     const Var<T> bias =
         bias_hh_var_.valid() ? slice_cols(bias_hh_var_, first * H, (first + count) * H) : Var<T>{};
@@ -130,10 +131,9 @@ Var<T> GatedWeights<T>::project_hidden(const Var<T>& h, std::size_t first, std::
 
 template <class T>
 Var<T> GatedWeights<T>::gates(const StepInput<T>& event, const Var<T>& h) const {
-    return event.rows.empty() ? linear_add_rows(h, weight_hh_var_, bias_hh_var_, event.source,
-                                                event.first_row)
-                              : linear_add_rows(h, weight_hh_var_, bias_hh_var_, event.source,
-                                                event.rows);
+    return event.rows.empty()
+               ? linear_add_rows(h, weight_hh_var_, bias_hh_var_, event.source, event.first_row)
+               : linear_add_rows(h, weight_hh_var_, bias_hh_var_, event.source, event.rows);
 }
 
 // ---- RNNCell ---------------------------------------------------------------------------------
@@ -147,9 +147,11 @@ template <class T>
 std::vector<Var<T>> RNNCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {
     const Var<T> pre_activation = this->weights_.gates(event, state[0]); // (B, H)
     if (nonlinearity_ == Nonlinearity::relu) {
-        return {pointwise("rnn_relu", [](auto a) { return relu(a); }, pre_activation)[0]};
+        return {pointwise(
+            "rnn_relu", [](auto a) { return relu(a); }, pre_activation)[0]};
     }
-    return {pointwise("rnn_tanh", [](auto a) { return tanh(a); }, pre_activation)[0]};
+    return {pointwise(
+        "rnn_tanh", [](auto a) { return tanh(a); }, pre_activation)[0]};
 }
 
 // ---- LSTMCell --------------------------------------------------------------------------------
@@ -189,7 +191,7 @@ GRUCell<T>::GRUCell(std::size_t input_size, std::size_t hidden_size, std::mt1993
 template <class T>
 std::vector<Var<T>> GRUCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {
     const Var<T>& h = state[0];
-    const auto [x_r, x_z, x_n] = split_columns<3>(event.var());                         // (B, 3H)
+    const auto [x_r, x_z, x_n] = split_columns<3>(event.var());                      // (B, 3H)
     const auto [h_r, h_z, h_n] = split_columns<3>(this->weights_.project_hidden(h)); // (B, 3H)
     return {pointwise("gru", gru_gates, x_r, x_z, x_n, h_r, h_z, h_n, Columns<T>(h))[0]};
 }

@@ -147,17 +147,16 @@ Var<T> log(const Var<T>& x) {
         });
 }
 
-
-#define CELLGRAD_INSTANTIATE(T) \
-    template Var<T> add(const Var<T>&, const Var<T>&); \
-    template Var<T> sub(const Var<T>&, const Var<T>&); \
-    template Var<T> mul(const Var<T>&, const Var<T>&); \
-    template Var<T> div(const Var<T>&, const Var<T>&); \
-    template Var<T> affine(const Var<T>&, double, double); \
-    template Var<T> sigmoid(const Var<T>&); \
-    template Var<T> tanh(const Var<T>&); \
-    template Var<T> relu(const Var<T>&); \
-    template Var<T> exp(const Var<T>&); \
+#define CELLGRAD_INSTANTIATE(T)                                                                    \
+    template Var<T> add(const Var<T>&, const Var<T>&);                                             \
+    template Var<T> sub(const Var<T>&, const Var<T>&);                                             \
+    template Var<T> mul(const Var<T>&, const Var<T>&);                                             \
+    template Var<T> div(const Var<T>&, const Var<T>&);                                             \
+    template Var<T> affine(const Var<T>&, double, double);                                         \
+    template Var<T> sigmoid(const Var<T>&);                                                        \
+    template Var<T> tanh(const Var<T>&);                                                           \
+    template Var<T> relu(const Var<T>&);                                                           \
+    template Var<T> exp(const Var<T>&);                                                            \
     template Var<T> log(const Var<T>&);
 CELLGRAD_INSTANTIATE(float)
 CELLGRAD_INSTANTIATE(double)

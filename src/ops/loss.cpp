@@ -124,8 +124,9 @@ Var<T> dropout(const Var<T>& x, double p, std::mt19937_64& rng) {
     return mul(x, x.tape().constant(mask));
 }
 
-#define CELLGRAD_INSTANTIATE(T) \
-    template Var<T> cross_entropy(const Var<T>&, std::span<const std::int32_t>, std::span<const T>, Reduction); \
+#define CELLGRAD_INSTANTIATE(T)                                                                    \
+    template Var<T> cross_entropy(const Var<T>&, std::span<const std::int32_t>,                    \
+                                  std::span<const T>, Reduction);                                  \
     template Var<T> dropout(const Var<T>&, double, std::mt19937_64&);
 CELLGRAD_INSTANTIATE(float)
 CELLGRAD_INSTANTIATE(double)

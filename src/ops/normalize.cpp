@@ -7,6 +7,53 @@ namespace cellgrad {
 
 using namespace op_support;
 
+namespace {
+
+/// Sum of a[c] for c < n in 16 interleaved partial sums added in a fixed order at the end: the
+/// same bits on every run, vectorised without reassociating.
+template <class T>
+T lane_sum(const T* a, std::size_t n) {
+    constexpr std::size_t lanes = 16;
+    T partial[lanes] = {};
+    std::size_t c = 0;
+    for (; c + lanes <= n; c += lanes) {
+        for (std::size_t l = 0; l < lanes; ++l) {
+            partial[l] += a[c + l];
+        }
+    }
+    T total = 0;
+    for (std::size_t l = 0; l < lanes; ++l) {
+        total += partial[l];
+    }
+    for (; c < n; ++c) {
+        total += a[c];
+    }
+    return total;
+}
+
+/// Sum of a[c] * b[c] for c < n, the same way.
+template <class T>
+T lane_dot(const T* a, const T* b, std::size_t n) {
+    constexpr std::size_t lanes = 16;
+    T partial[lanes] = {};
+    std::size_t c = 0;
+    for (; c + lanes <= n; c += lanes) {
+        for (std::size_t l = 0; l < lanes; ++l) {
+            partial[l] += a[c + l] * b[c + l];
+        }
+    }
+    T total = 0;
+    for (std::size_t l = 0; l < lanes; ++l) {
+        total += partial[l];
+    }
+    for (; c < n; ++c) {
+        total += a[c] * b[c];
+    }
+    return total;
+}
+
+} // namespace
+
 template <class T>
 Var<T> normalize_rows(const Var<T>& x, double eps) {
     Tape<T>& tape = x.tape();
@@ -23,20 +70,20 @@ Var<T> normalize_rows(const Var<T>& x, double eps) {
     const std::size_t rows_per_task = std::max<std::size_t>(1, cheap_grain / shape.cols);
     parallel_chunks(shape.rows, rows_per_task, [&](std::size_t first, std::size_t last) {
         for (std::size_t r = first; r < last; ++r) {
+            // Two passes (mean, then the mean square of the centred values) keep the variance
+            // accurate in the node's own precision.
             const T* in = xv.row(r);
-            double mean = 0, square = 0; // in double: a float sum of squares loses the variance
-            for (std::size_t c = 0; c < shape.cols; ++c) {
-                mean += double(in[c]);
-            }
-            mean /= double(shape.cols);
-            for (std::size_t c = 0; c < shape.cols; ++c) {
-                square += (double(in[c]) - mean) * (double(in[c]) - mean);
-            }
-            const double inverse = 1.0 / std::sqrt(square / double(shape.cols) + eps);
-            inverse_deviation(r, 0) = static_cast<T>(inverse);
             T* out = y.row(r);
+            const T mean = lane_sum<T>(in, shape.cols) / static_cast<T>(shape.cols);
             for (std::size_t c = 0; c < shape.cols; ++c) {
-                out[c] = static_cast<T>((double(in[c]) - mean) * inverse);
+                out[c] = in[c] - mean;
+            }
+            const T square = lane_dot<T>(out, out, shape.cols);
+            const T inverse =
+                T(1) / std::sqrt(square / static_cast<T>(shape.cols) + static_cast<T>(eps));
+            inverse_deviation(r, 0) = inverse;
+            for (std::size_t c = 0; c < shape.cols; ++c) {
+                out[c] *= inverse;
             }
         }
     });
@@ -51,18 +98,14 @@ Var<T> normalize_rows(const Var<T>& x, double eps) {
         const std::size_t rows_per_task = std::max<std::size_t>(1, cheap_grain / cols);
         parallel_chunks(y.rows, rows_per_task, [&](std::size_t first, std::size_t last) {
             for (std::size_t r = first; r < last; ++r) {
-                double mean_dy = 0, mean_dy_y = 0;
+                const T* g = dy.row(r);
+                const T* out = y.row(r);
+                const T mean_dy = lane_sum<T>(g, cols) / static_cast<T>(cols);
+                const T mean_dy_y = lane_dot<T>(g, out, cols) / static_cast<T>(cols);
+                const T inverse = inverse_deviation(r, 0);
+                T* d = dx.row(r);
                 for (std::size_t c = 0; c < cols; ++c) {
-                    mean_dy += double(dy(r, c));
-                    mean_dy_y += double(dy(r, c)) * double(y(r, c));
-                }
-                mean_dy /= double(cols);
-                mean_dy_y /= double(cols);
-                const double inverse = double(inverse_deviation(r, 0));
-                T* g = dx.row(r);
-                for (std::size_t c = 0; c < cols; ++c) {
-                    g[c] += static_cast<T>((double(dy(r, c)) - mean_dy - double(y(r, c)) * mean_dy_y) *
-                                           inverse);
+                    d[c] += (g[c] - mean_dy - out[c] * mean_dy_y) * inverse;
                 }
             }
         });

@@ -77,8 +77,8 @@ void multiply_by_weight(Tape<T>& tape, View<const T> x, NodeId weight, bool tran
         if (x.rows >= kernels::packed_min_rows && x.rows <= kernels::packed_max_rows &&
             w.rows * w.cols >= kernels::packed_min_weight && kernels::packed_gemm_active()) {
             kernels::packed_gemm(
-                x, tape.template extension<WeightProducts<T>>().packed(tape, weight, transposed), out,
-                beta);
+                x, tape.template extension<WeightProducts<T>>().packed(tape, weight, transposed),
+                out, beta);
             return;
         }
     }
@@ -96,7 +96,7 @@ void linear_backward(Tape<T>& tape, View<const T> dy, NodeId x, NodeId weight, N
     }
     if (tape.node(weight).requires_grad) {
         tape.template extension<WeightProducts<T>>().defer(tape, weight, dy,
-                                                         tape.node(x).value); // dW += dY^T X
+                                                           tape.node(x).value); // dW += dY^T X
     }
     if (bias != no_node && tape.node(bias).requires_grad) {
         accumulate_into(tape, bias, dy.shape(),
@@ -236,12 +236,13 @@ Var<T> linear_add_rows(const Var<T>& x, const Var<T>& weight, const Var<T>& bias
     return linear_add_rows_impl(x, weight, bias, addend, nullptr, first_row);
 }
 
-
-#define CELLGRAD_INSTANTIATE(T) \
-    template Var<T> matmul(const Var<T>&, const Var<T>&, bool, bool); \
-    template Var<T> linear(const Var<T>&, const Var<T>&, const Var<T>&); \
-    template Var<T> linear_add_rows(const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&, std::span<const std::int32_t>); \
-    template Var<T> linear_add_rows(const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&, std::size_t);
+#define CELLGRAD_INSTANTIATE(T)                                                                    \
+    template Var<T> matmul(const Var<T>&, const Var<T>&, bool, bool);                              \
+    template Var<T> linear(const Var<T>&, const Var<T>&, const Var<T>&);                           \
+    template Var<T> linear_add_rows(const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&,    \
+                                    std::span<const std::int32_t>);                                \
+    template Var<T> linear_add_rows(const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&,    \
+                                    std::size_t);
 CELLGRAD_INSTANTIATE(float)
 CELLGRAD_INSTANTIATE(double)
 #undef CELLGRAD_INSTANTIATE

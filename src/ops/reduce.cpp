@@ -62,11 +62,10 @@ Var<T> mean(const Var<T>& x, int axis) {
     return reduce<T>("mean", x, axis, true);
 }
 
-
-#define CELLGRAD_INSTANTIATE(T) \
-    template Var<T> sum(const Var<T>&); \
-    template Var<T> sum(const Var<T>&, int); \
-    template Var<T> mean(const Var<T>&); \
+#define CELLGRAD_INSTANTIATE(T)                                                                    \
+    template Var<T> sum(const Var<T>&);                                                            \
+    template Var<T> sum(const Var<T>&, int);                                                       \
+    template Var<T> mean(const Var<T>&);                                                           \
     template Var<T> mean(const Var<T>&, int);
 CELLGRAD_INSTANTIATE(float)
 CELLGRAD_INSTANTIATE(double)

@@ -150,12 +150,11 @@ Var<T> gather_rows(const Var<T>& table, std::span<const std::int32_t> indices) {
     });
 }
 
-
-#define CELLGRAD_INSTANTIATE(T) \
-    template Var<T> slice_cols(const Var<T>&, std::size_t, std::size_t); \
-    template Var<T> slice_rows(const Var<T>&, std::size_t, std::size_t); \
-    template Var<T> concat_cols(std::span<const Var<T>>); \
-    template Var<T> concat_rows(std::span<const Var<T>>); \
+#define CELLGRAD_INSTANTIATE(T)                                                                    \
+    template Var<T> slice_cols(const Var<T>&, std::size_t, std::size_t);                           \
+    template Var<T> slice_rows(const Var<T>&, std::size_t, std::size_t);                           \
+    template Var<T> concat_cols(std::span<const Var<T>>);                                          \
+    template Var<T> concat_rows(std::span<const Var<T>>);                                          \
     template Var<T> gather_rows(const Var<T>&, std::span<const std::int32_t>);
 CELLGRAD_INSTANTIATE(float)
 CELLGRAD_INSTANTIATE(double)

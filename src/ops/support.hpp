@@ -5,14 +5,13 @@
 #include <cmath>
 #include <limits>
 
-#include "cellgrad/ops.hpp"
 #include "../kernels.hpp"
+#include "cellgrad/ops.hpp"
 
 namespace cellgrad::op_support {
 
 using kernels::accumulate_reduced;
 using kernels::operand;
-
 
 template <class T>
 Tape<T>& shared_tape(const char* op, const Var<T>& a, const Var<T>& b) {
@@ -139,6 +138,5 @@ inline void check_axis(const char* op, int axis, Shape shape) {
                                 op, axis, shape));
     }
 }
-
 
 } // namespace cellgrad::op_support

@@ -244,25 +244,28 @@ struct Sweep<N, OutputList<E...>> {
     }
 };
 
-/// Sweeps output m = order[s]: its gradient is dout[m][j] plus what the outputs using it sent;
-/// an output used by others gets that total written back (its column view's gradient).
+/// Sweeps output m: its gradient is dout[m][j] plus what the outputs using it sent; an output
+/// used by others gets that total written back (its column view's gradient).
+template <class Plan, std::size_t m, class T, class Rewritten, std::size_t NM, std::size_t M>
+CELLGRAD_ALWAYS_INLINE void sweep_output(const Rewritten& rewritten, const std::array<T, NM>& x,
+                                         const std::array<T*, M>& dout, std::size_t j,
+                                         std::array<T, NM>& dx) {
+    constexpr std::size_t N = NM - M;
+    T g = dout[m][j];
+    if constexpr (Plan::template used<m>()) {
+        g += dx[N + m];
+        dout[m][j] = g;
+    }
+    cellmath::backprop(output<m>(rewritten), g, x, dx);
+}
+
+/// Sweeps the outputs in the plan's order (users before the outputs they use).
 template <class Plan, class T, class Rewritten, std::size_t NM, std::size_t M, std::size_t... s>
 CELLGRAD_ALWAYS_INLINE void sweep_outputs(const Rewritten& rewritten, const std::array<T, NM>& x,
                                           const std::array<T*, M>& dout, std::size_t j,
                                           std::array<T, NM>& dx, std::index_sequence<s...>) {
-    constexpr std::size_t N = NM - M;
     constexpr auto order = Plan::order();
-    (
-        [&] {
-            constexpr std::size_t m = order[s];
-            T g = dout[m][j];
-            if constexpr (Plan::template used<m>()) {
-                g += dx[N + m];
-                dout[m][j] = g;
-            }
-            cellmath::backprop(output<m>(rewritten), g, x, dx);
-        }(),
-        ...);
+    (sweep_output<Plan, order[s]>(rewritten, x, dout, j, dx), ...);
 }
 
 /// dx[k][j] += sum over m of dout[m][j] * d(output m)/d(argument k) at element j, for j < count,
@@ -300,16 +303,28 @@ void backward(Tape<T>& tape, NodeId self) {
     const View<const T> y = tape.node(self).value; // (B, M*H)
     const std::size_t B = dy.rows;
     const auto rewritten = Sweep<N, List>::rewritten_list(attributes.outputs);
-    // Each operand's gradient goes straight into its input's columns, unless it is broadcast, its
-    // input needs none, or an earlier operand already writes there: then into scratch rows.
+    // Rows are cut into fixed groups (one row and a column piece each when rows are long). Each
+    // operand's gradient goes straight into its input's columns, unless its input needs none
+    // (scratch), an earlier operand writes into overlapping columns (scratch rows, added after),
+    // or it is a broadcast row: then every group adds its rows into a partial row of its own, and
+    // the partials are summed in group order, so the bits do not depend on the thread count.
+    const std::size_t grain = costly_grain / 2;
+    const bool split_rows = H >= grain;
+    const std::size_t rows_per_group = split_rows ? 1 : std::max<std::size_t>(1, grain / H);
+    const std::size_t groups = (B + rows_per_group - 1) / rows_per_group;
+    enum class Mode { direct, scratch_rows, partial_rows };
     std::array<View<T>, N> target{};
-    std::array<bool, N> direct{};
-    const View<T> discard = tape.allocate(B, H);
-    std::memset(discard.data, 0, sizeof(T) * discard.size());
+    std::array<Mode, N> mode{};
+    View<T> discard; // shared by the operands whose input needs no gradient, made on demand
+    const auto zeroed = [&](std::size_t rows) {
+        const View<T> buffer = tape.allocate(rows, H);
+        std::memset(buffer.data, 0, sizeof(T) * buffer.size());
+        return buffer;
+    };
     for (std::size_t k = 0; k < N; ++k) {
         const OperandPlace& place = attributes.operands[k];
         const NodeId input = tape.inputs(self)[place.input];
-        bool repeated = false; // an earlier operand writes into overlapping columns
+        bool repeated = false;
         for (std::size_t e = 0; e < k; ++e) {
             const OperandPlace& other = attributes.operands[e];
             repeated =
@@ -317,44 +332,67 @@ void backward(Tape<T>& tape, NodeId self) {
                              place.first_col < other.first_col + H);
         }
         if (!tape.node(input).requires_grad) {
+            discard = discard.data != nullptr ? discard : zeroed(B);
             target[k] = discard;
-        } else if (place.broadcast || repeated) {
-            target[k] = tape.allocate(B, H);
-            std::memset(target[k].data, 0, sizeof(T) * target[k].size());
+            mode[k] = Mode::scratch_rows;
+        } else if (place.broadcast) {
+            target[k] = zeroed(groups);
+            mode[k] = Mode::partial_rows;
+        } else if (repeated) {
+            target[k] = zeroed(B);
+            mode[k] = Mode::scratch_rows;
         } else {
             const View<T> whole = tape.grad_for_update(input);
             target[k] = {whole.data + place.first_col, B, H, whole.stride};
-            direct[k] = true;
+            mode[k] = Mode::direct;
         }
     }
-    for_each_piece(B, H, costly_grain / 2, [&](std::size_t r, std::size_t c0, std::size_t c1) {
-        std::array<const T*, N + M> in;
-        std::array<T*, N> dx;
-        for (std::size_t k = 0; k < N; ++k) {
-            in[k] = operand_row(tape, self, attributes.operands[k], r) + c0;
-            dx[k] = target[k].row(r) + c0;
+    const auto sweep_rows = [&](std::size_t first, std::size_t last, std::size_t c0,
+                                std::size_t c1) {
+        const std::size_t group = first / rows_per_group;
+        for (std::size_t r = first; r < last; ++r) {
+            std::array<const T*, N + M> in;
+            std::array<T*, N> dx;
+            for (std::size_t k = 0; k < N; ++k) {
+                in[k] = operand_row(tape, self, attributes.operands[k], r) + c0;
+                dx[k] = target[k].row(mode[k] == Mode::partial_rows ? group : r) + c0;
+            }
+            std::array<T*, M> dout;
+            for (std::size_t m = 0; m < M; ++m) {
+                in[N + m] = y.row(r) + m * H + c0;
+                dout[m] = dy.row(r) + m * H + c0;
+            }
+            backward_span<T, List>(rewritten, in, dout, dx, c1 - c0);
         }
-        std::array<T*, M> dout;
-        for (std::size_t m = 0; m < M; ++m) {
-            in[N + m] = y.row(r) + m * H + c0;
-            dout[m] = dy.row(r) + m * H + c0;
-        }
-        backward_span<T, List>(rewritten, in, dout, dx, c1 - c0);
-    });
+    };
+    if (split_rows) {
+        const std::size_t pieces_per_row = (H + grain - 1) / grain;
+        parallel_chunks(B * pieces_per_row, 1, [&](std::size_t first, std::size_t last) {
+            for (std::size_t piece = first; piece < last; ++piece) {
+                const std::size_t r = piece / pieces_per_row;
+                const std::size_t c0 = (piece % pieces_per_row) * grain;
+                sweep_rows(r, r + 1, c0, std::min(c0 + grain, H));
+            }
+        });
+    } else {
+        parallel_chunks(B, rows_per_group, [&](std::size_t first, std::size_t last) {
+            sweep_rows(first, last, 0, H);
+        });
+    }
     for (std::size_t k = 0; k < N; ++k) {
         const OperandPlace& place = attributes.operands[k];
-        const NodeId input = tape.inputs(self)[place.input];
-        if (direct[k] || target[k].data == discard.data) {
+        if (mode[k] == Mode::direct || target[k].data == discard.data) {
             continue;
         }
-        const View<T> whole = tape.grad_for_update(input);
+        const View<T> whole = tape.grad_for_update(tape.inputs(self)[place.input]);
         const View<const T> rows = target[k];
-        for_each_piece(place.broadcast ? 1 : B, H, cheap_grain,
+        const bool partial = mode[k] == Mode::partial_rows;
+        for_each_piece(partial ? 1 : B, H, cheap_grain,
                        [&](std::size_t r, std::size_t c0, std::size_t c1) {
                            T* g = whole.row(r) + place.first_col;
-                           // A broadcast operand sums its B rows in row order.
-                           const std::size_t first = place.broadcast ? 0 : r;
-                           const std::size_t last = place.broadcast ? B : r + 1;
+                           // A broadcast operand sums its groups' partial rows in group order.
+                           const std::size_t first = partial ? 0 : r;
+                           const std::size_t last = partial ? rows.rows : r + 1;
                            for (std::size_t i = first; i < last; ++i) {
                                for (std::size_t c = c0; c < c1; ++c) {
                                    g[c] += rows(i, c);

@@ -27,7 +27,7 @@ struct RecurrentOptions {
     double forget_bias = 0.0; ///< LSTM only: added to the forget gate's bias_ih at init
     Nonlinearity nonlinearity = Nonlinearity::tanh; ///< plain RNN only
     std::uint64_t dropout_seed = 0;                 ///< seeds the dropout masks
-    std::string parameter_prefix;                   ///< prepended to every parameter name ("rnn.")
+    std::string parameter_prefix{};                 ///< prepended to every parameter name ("rnn.")
 };
 
 /// States of every layer and direction: [layer * directions + direction][k] (B, H) each.

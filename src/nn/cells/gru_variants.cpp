@@ -13,7 +13,7 @@ ChoGRUCell<T>::ChoGRUCell(std::size_t in, std::size_t H, std::mt19937_64& rng, d
 template <class T>
 std::vector<Var<T>> ChoGRUCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {
     const Var<T>& h = state[0];
-    const auto [x_r, x_z, x_n] = split_columns<3>(event.var());                     // (B, 3H)
+    const auto [x_r, x_z, x_n] = split_columns<3>(event.var());                       // (B, 3H)
     const auto [h_r, h_z] = split_columns<2>(this->weights_.project_hidden(h, 0, 2)); // (B, 2H)
     const auto [reset_h, update] = pointwise(
         "cho_gru_gates",
@@ -40,7 +40,7 @@ MGUCell<T>::MGUCell(std::size_t in, std::size_t H, std::mt19937_64& rng, double,
 template <class T>
 std::vector<Var<T>> MGUCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {
     const Var<T>& h = state[0];
-    const auto [x_f, x_n] = split_columns<2>(event.var());                          // (B, 2H)
+    const auto [x_f, x_n] = split_columns<2>(event.var());     // (B, 2H)
     const Var<T> h_f = this->weights_.project_hidden(h, 0, 1); // U_f h + b_hf, (B, H)
     const auto [forget_h, forget] = pointwise(
         "mgu_gate",

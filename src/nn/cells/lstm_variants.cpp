@@ -69,7 +69,7 @@ std::vector<Var<T>> LessonLSTMCell<T>::step(const StepInput<T>& event,
     const auto [kept, new_long_term] = pointwise(
         "lesson_remember",
         [](auto a_n, auto a_i, auto a_f, auto long_term) {
-            auto kept = named("forget", sigmoid(a_f)) * long_term;                     // forget
+            auto kept = named("forget", sigmoid(a_f)) * long_term;                   // forget
             auto learned = named("learn", tanh(a_n)) * named("input", sigmoid(a_i)); // learn
             return std::tuple{kept, kept + learned};                                 // remember
         },
@@ -81,7 +81,8 @@ std::vector<Var<T>> LessonLSTMCell<T>::step(const StepInput<T>& event,
     return {new_short_term, new_long_term};
 }
 
-// ---- peepholes -----------------------------------------------------------------------------------
+// ---- peepholes
+// -----------------------------------------------------------------------------------
 
 template <class T>
 PeepholeLSTMCell<T>::PeepholeLSTMCell(std::size_t in, std::size_t H, std::mt19937_64& rng,
@@ -157,8 +158,7 @@ NFGLSTMCell<T>::NFGLSTMCell(std::size_t in, std::size_t H, std::mt19937_64& rng,
     : VariantCell<T>(in, H, 3, true, suffix, rng) {}
 
 template <class T>
-std::vector<Var<T>> NFGLSTMCell<T>::step(const StepInput<T>& event,
-                                         std::span<const Var<T>> state) {
+std::vector<Var<T>> NFGLSTMCell<T>::step(const StepInput<T>& event, std::span<const Var<T>> state) {
     const auto [a_i, a_g, a_o] = split_columns<3>(this->weights_.gates(event, state[0]));
     const auto [h, c] = pointwise(
         "nfg_lstm",
@@ -170,7 +170,8 @@ std::vector<Var<T>> NFGLSTMCell<T>::step(const StepInput<T>& event,
     return {h, c};
 }
 
-// ---- layer normalisation -------------------------------------------------------------------------
+// ---- layer normalisation
+// -------------------------------------------------------------------------
 
 template <class T>
 LayerNormLSTMCell<T>::LayerNormLSTMCell(std::size_t in, std::size_t H, std::mt19937_64& rng,
@@ -192,28 +193,37 @@ Var<T> LayerNormLSTMCell<T>::project_inputs(const Var<T>& x) {
     return normalize_rows(this->weights_.project_inputs(x)); // LN(x W_ih^T), (T*B, 4H)
 }
 
+/// A gate's pre-activation from the normalised event and STM parts: g_x x + g_h h + b.
+inline constexpr auto normalised_gate = [](auto x, auto h, auto g_x, auto g_h, auto b) {
+    return g_x * x + g_h * h + b;
+};
+
 template <class T>
 std::vector<Var<T>> LayerNormLSTMCell<T>::step(const StepInput<T>& event,
                                                std::span<const Var<T>> state) {
-    const Var<T> hidden = normalize_rows(this->weights_.project_hidden(state[0])); // (B, 4H)
-    const auto [gates] = pointwise(
-        "layernorm_gates", [](auto x, auto h, auto g_x, auto g_h, auto b) { return g_x * x + g_h * h + b; },
-        event.var(), hidden, this->own(0), this->own(1), this->own(2));
-    const auto [a_i, a_f, a_g, a_o] = split_columns<4>(gates);
+    const auto x = split_columns<4>(event.var()); // LN(x W_ih^T), (B, 4H) as i, f, g, o
+    const auto h = split_columns<4>(normalize_rows(this->weights_.project_hidden(state[0])));
+    const auto g_x = split_columns<4>(this->own(0)), g_h = split_columns<4>(this->own(1));
+    const auto b = split_columns<4>(this->own(2));
     const auto [c] = pointwise(
         "layernorm_remember",
-        [](auto a_i, auto a_f, auto a_g, auto c) {
-            return named("forget", sigmoid(a_f)) * c +
-                   named("input", sigmoid(a_i)) * named("candidate", tanh(a_g));
+        [](auto x_i, auto x_f, auto x_g, auto h_i, auto h_f, auto h_g, auto gx_i, auto gx_f,
+           auto gx_g, auto gh_i, auto gh_f, auto gh_g, auto b_i, auto b_f, auto b_g, auto c) {
+            auto forget = named("forget", sigmoid(normalised_gate(x_f, h_f, gx_f, gh_f, b_f)));
+            auto input = named("input", sigmoid(normalised_gate(x_i, h_i, gx_i, gh_i, b_i)));
+            auto candidate = named("candidate", tanh(normalised_gate(x_g, h_g, gx_g, gh_g, b_g)));
+            return forget * c + input * candidate;
         },
-        a_i, a_f, a_g, Columns<T>(state[1]));
-    const auto [h] = pointwise(
+        x[0], x[1], x[2], h[0], h[1], h[2], g_x[0], g_x[1], g_x[2], g_h[0], g_h[1], g_h[2], b[0],
+        b[1], b[2], Columns<T>(state[1]));
+    const auto [new_h] = pointwise(
         "layernorm_use",
-        [](auto a_o, auto c, auto gain, auto bias) {
-            return named("output", sigmoid(a_o)) * tanh(gain * c + bias);
+        [](auto x_o, auto h_o, auto gx_o, auto gh_o, auto b_o, auto c, auto gain, auto bias) {
+            auto output = named("output", sigmoid(normalised_gate(x_o, h_o, gx_o, gh_o, b_o)));
+            return output * tanh(gain * c + bias);
         },
-        a_o, normalize_rows(c), this->own(3), this->own(4));
-    return {h, c};
+        x[3], h[3], g_x[3], g_h[3], b[3], normalize_rows(c), this->own(3), this->own(4));
+    return {new_h, c};
 }
 
 #define CELLGRAD_INSTANTIATE(T)                                                                    \

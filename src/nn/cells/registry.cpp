@@ -5,9 +5,17 @@
 namespace cellgrad::nn {
 
 const std::vector<std::string>& cell_names() {
-    static const std::vector<std::string> names{
-        "rnn",       "lstm",     "gru",           "lesson-lstm", "peephole-lstm",
-        "concat-peephole-lstm", "cifg-lstm", "nfg-lstm", "layernorm-lstm", "cho-gru", "mgu"};
+    static const std::vector<std::string> names{"rnn",
+                                                "lstm",
+                                                "gru",
+                                                "lesson-lstm",
+                                                "peephole-lstm",
+                                                "concat-peephole-lstm",
+                                                "cifg-lstm",
+                                                "nfg-lstm",
+                                                "layernorm-lstm",
+                                                "cho-gru",
+                                                "mgu"};
     return names;
 }
 
@@ -32,9 +40,8 @@ std::unique_ptr<Recurrent<T>> layer_of(const std::string& name, const RecurrentO
 } // namespace
 
 template <class T>
-std::unique_ptr<Recurrent<T>> make_recurrent(const std::string& name,
-                                             const RecurrentOptions& options,
-                                             std::mt19937_64& rng) {
+std::unique_ptr<Recurrent<T>>
+make_recurrent(const std::string& name, const RecurrentOptions& options, std::mt19937_64& rng) {
     if (name == "rnn") {
         return std::make_unique<RNN<T>>(options, rng);
     }
@@ -68,15 +75,13 @@ std::unique_ptr<Recurrent<T>> make_recurrent(const std::string& name,
     if (name == "mgu") {
         return layer_of<MGUCell<T>, T>(name, options, rng);
     }
-    throw Error(fmt::format("unknown cell '{}'; known cells: {}", name,
-                            fmt::join(cell_names(), ", ")));
+    throw Error(
+        fmt::format("unknown cell '{}'; known cells: {}", name, fmt::join(cell_names(), ", ")));
 }
 
-template std::unique_ptr<Recurrent<float>> make_recurrent(const std::string&,
-                                                          const RecurrentOptions&,
-                                                          std::mt19937_64&);
-template std::unique_ptr<Recurrent<double>> make_recurrent(const std::string&,
-                                                           const RecurrentOptions&,
-                                                           std::mt19937_64&);
+template std::unique_ptr<Recurrent<float>>
+make_recurrent(const std::string&, const RecurrentOptions&, std::mt19937_64&);
+template std::unique_ptr<Recurrent<double>>
+make_recurrent(const std::string&, const RecurrentOptions&, std::mt19937_64&);
 
 } // namespace cellgrad::nn

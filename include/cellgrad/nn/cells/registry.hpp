@@ -18,7 +18,6 @@ const std::vector<std::string>& cell_names();
 /// forget gate); throws an error listing cell_names() for an unknown name.
 template <class T>
 std::unique_ptr<Recurrent<T>> make_recurrent(const std::string& name,
-                                             const RecurrentOptions& options,
-                                             std::mt19937_64& rng);
+                                             const RecurrentOptions& options, std::mt19937_64& rng);
 
 } // namespace cellgrad::nn
