@@ -17,6 +17,7 @@
 #include "cellgrad/io/safetensors.hpp"
 #include "cellgrad/nn.hpp"
 #include "cellgrad/optim/optim.hpp"
+#include "history.hpp"
 
 namespace char_rnn {
 
@@ -174,6 +175,8 @@ class Trainer {
     std::optional<double> best_val() const { return best_val_; }
     /// Records a new best validation loss.
     void set_best_val(double nats) { best_val_ = nats; }
+    /// Losses and samples at each validation (saved in checkpoints, restored by resume).
+    TrainingHistory& history() { return history_; }
     /// Writes weights, optimizer state, step, carried state, RNG state and the best validation
     /// loss atomically; refuses (throws) if any of them is not finite.
     void save(const std::filesystem::path& path);
@@ -192,6 +195,7 @@ class Trainer {
     std::size_t windows_ = 0;
     std::int64_t step_ = 0;
     std::optional<double> best_val_;
+    TrainingHistory history_;
     cellgrad::nn::RecurrentStateTensors<float> carried_;
     cellgrad::Tape<float> tape_;
     std::vector<std::int32_t> inputs_;

@@ -418,6 +418,9 @@ void Trainer::save(const fs::path& path) {
     if (best_val_) {
         metadata["best_val"] = json{{"nats", *best_val_}}.dump();
     }
+    if (!history_.empty()) {
+        metadata["history"] = history_.to_json();
+    }
     save_model(path, model_, std::move(extra), std::move(metadata));
 }
 
@@ -484,6 +487,9 @@ void Trainer::resume(const io::SafetensorsFile& file) {
     });
     step_ = info.step;
     best_val_ = info.best_val;
+    history_ = file.metadata().contains("history")
+                   ? in_file(file, "history", TrainingHistory::from_json)
+                   : TrainingHistory{};
     std::istringstream rng(metadata_field(file, "rng"));
     rng >> model_.rnn().dropout_rng();
     if (!rng) {

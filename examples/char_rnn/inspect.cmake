@@ -32,3 +32,13 @@ target_link_libraries(char_rnn PRIVATE char_rnn_inspect)
 if(TARGET cellgrad_tests)
   target_link_libraries(cellgrad_tests PRIVATE char_rnn_inspect)
 endif()
+
+# The page in headless Chromium (tests/inspect_browser_test.sh): skipped (exit 77) where Chromium
+# or python3 is missing; CI installs them and runs the script itself (.ci/run). Not in sanitizer
+# builds: the browser, not char_rnn, is what it tests there.
+if(TARGET cellgrad_tests AND NOT CELLGRAD_SANITIZE)
+  add_test(NAME inspect_browser
+           COMMAND bash ${PROJECT_SOURCE_DIR}/tests/inspect_browser_test.sh $<TARGET_FILE:char_rnn>)
+  set_tests_properties(inspect_browser PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600
+                                                  RUN_SERIAL TRUE)
+endif()

@@ -104,7 +104,7 @@ std::string inspection_json(const Inspection& inspection);
 /// Page options: the page keeps the largest precision (8 bits down to 4 per value) that keeps it
 /// under `max_bytes`.
 struct PageOptions {
-    std::size_t max_bytes = 4'700'000;
+    std::size_t max_bytes = 4'900'000;
     std::string title;
 };
 /// What make_page chose.

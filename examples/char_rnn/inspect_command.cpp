@@ -32,8 +32,8 @@ CLI::App* add_inspect_command(CLI::App& app, InspectArguments& args) {
         "--json", args.json,
         with_unit("the recordings as JSON, schema in docs/inspect.md (default: none)", "path"));
     command->add_option("--lstmvis", args.lstmvis,
-                        with_unit("a directory for LSTMVis (states.h5, train.h5, words.dict, "
-                                  "lstm.yml; default: none)",
+                        with_unit("a directory for LSTMVis files: states.h5, train.h5, words.dict, "
+                                  "lstm.yml (default: none)",
                                   "path"));
     command
         ->add_option("--max-page-bytes", args.max_bytes,

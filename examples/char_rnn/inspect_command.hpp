@@ -16,7 +16,7 @@ struct InspectArguments {
     std::string out;
     std::string json;
     std::string lstmvis;
-    std::size_t max_bytes = 4'700'000;
+    std::size_t max_bytes = 4'900'000;
     int threads = 2;
 };
 

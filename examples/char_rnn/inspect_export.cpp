@@ -227,22 +227,19 @@ std::string make_page(const Inspection& inspection, const PageOptions& options, 
     const std::string page_template = inspect_page_template;
     std::string page;
     for (int bits = 8; bits >= 4; --bits) {
-        // Unit-major (H rows of N characters per series), each value minus the previous one
-        // (mod 256), so that slowly changing units deflate well.
+        // Unit-major: H rows of N characters per series, so that a unit's run of similar
+        // values (a saturated gate, a slowly moving LTM) deflates well.
         const int levels = (1 << bits) - 1;
         std::vector<unsigned char> raw;
         raw.reserve(order.size() * N * H);
         for (std::size_t s = 0; s < order.size(); ++s) {
             const Range& range = ranges[s];
             for (std::size_t j = 0; j < H; ++j) {
-                int previous = 0;
                 for (std::size_t t = 0; t < N; ++t) {
                     double v = order[s]->values[t * H + j];
                     v = range.tanh ? std::tanh(v) : v;
                     const double x = std::clamp((v - range.lo) / (range.hi - range.lo), 0.0, 1.0);
-                    const int q = int(std::lround(x * levels));
-                    raw.push_back(static_cast<unsigned char>((q - previous) & 0xff));
-                    previous = q;
+                    raw.push_back(static_cast<unsigned char>(std::lround(x * levels)));
                 }
             }
         }

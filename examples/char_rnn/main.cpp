@@ -2,6 +2,8 @@
 //   char_rnn train  --data FILE --cell lstm --hidden 128 --layers 2 ... --checkpoint OUT
 //   char_rnn eval   --checkpoint CKPT --data FILE [--json]
 //   char_rnn sample --checkpoint CKPT --length N --temperature T --prime TEXT --seed S [--argmax]
+//   char_rnn inspect --checkpoint CKPT --text FILE|--prime TEXT --out page.html [--json FILE]
+//                    [--lstmvis DIR]   (examples/char_rnn/inspect_command.cpp, docs/inspect.md)
 #include <chrono>
 #include <cstdio>
 #include <limits>
@@ -16,6 +18,7 @@
 #include "cellgrad/version.hpp"
 #include "char_rnn.hpp"
 #include "cli.hpp"
+#include "inspect_command.hpp"
 #include "progress.hpp"
 
 namespace {
@@ -191,6 +194,9 @@ int run_train(TrainArguments args) {
     }
     const std::int64_t last_step = first_step + args.steps;
     std::int64_t saved_step = -1;
+    // The training loss since the previous validation, for the checkpoint's history.
+    double interval_nats = 0;
+    std::int64_t interval_steps = 0;
     const double tokens_per_step = double(train_config.seq * train_config.batch);
     const examples::ProgressLine progress(last_step);
     auto validate = [&] {
@@ -209,6 +215,22 @@ int run_train(TrainArguments args) {
                 saved_step >= 0 ? fmt::format("(the checkpoint of step {} is kept)", saved_step)
                                 : std::string("anything")));
         }
+        // The history (in the checkpoint's metadata): losses and a short sample at each
+        // validation, drawn with a seed fixed by the step so that a resumed run writes the same.
+        trainer.history().add_point({trainer.step(),
+                                     interval_steps > 0
+                                         ? std::optional(interval_nats / double(interval_steps))
+                                         : std::nullopt,
+                                     val_nats});
+        interval_nats = 0;
+        interval_steps = 0;
+        char_rnn::SampleConfig taste;
+        taste.length = char_rnn::TrainingHistory::max_sample_bytes - 1;
+        taste.temperature = 0.8;
+        taste.seed = std::uint64_t(trainer.step());
+        taste.prime =
+            std::string(1, char(vocabulary.contains('\n') ? '\n' : vocabulary.bytes()[0]));
+        trainer.history().add_sample(trainer.step(), char_rnn::sample(trainer.model(), taste));
         if (!args.best.empty() && !(trainer.best_val() && *trainer.best_val() <= val_nats)) {
             trainer.set_best_val(val_nats);
             trainer.save(args.best);
@@ -223,6 +245,8 @@ int run_train(TrainArguments args) {
     while (trainer.step() < last_step) {
         const auto step_start = Clock::now();
         last_loss = trainer.train_step(); // throws, before anything is saved, if non-finite
+        interval_nats += last_loss;
+        ++interval_steps;
         train_seconds += seconds_since(step_start);
         smoothed_loss =
             trainer.step() - first_step == 1 ? last_loss : 0.95 * smoothed_loss + 0.05 * last_loss;
@@ -428,6 +452,9 @@ int main(int argc, char** argv) {
         ->check(whole_number(0, most_seed));
     sample_command->add_flag("--argmax", sample.argmax, "always take the most likely character");
 
+    char_rnn::InspectArguments inspect;
+    CLI::App* inspect_command = char_rnn::add_inspect_command(app, inspect);
+
     CLI11_PARSE(app, argc, argv);
     try {
         if (train_command->parsed()) {
@@ -440,6 +467,9 @@ int main(int argc, char** argv) {
         }
         if (eval_command->parsed()) {
             return run_eval(checkpoint, data, as_json, threads);
+        }
+        if (inspect_command->parsed()) {
+            return char_rnn::run_inspect(inspect);
         }
         cellgrad::set_num_threads(1);
         auto model = char_rnn::load_model(checkpoint);
