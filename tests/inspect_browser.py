@@ -235,6 +235,18 @@ def main():
               f"rendered colours of the first {compared} characters match the JSON export "
               f"(largest channel difference {worst}, allowed {tolerance} at {bits} bits)")
 
+        # Hovering a character shows its top-5 next-character guesses (from the export).
+        tip = tab.evaluate("""(() => { const s = document.querySelector('#text span[data-t="2"]');
+            const r = s.getBoundingClientRect();
+            s.dispatchEvent(new MouseEvent('mousemove', {bubbles: true, clientX: r.left + 2,
+                clientY: r.top + 2}));
+            return document.getElementById('tip').textContent; })()""")
+        k = export["top_k"]
+        guesses = [export["vocabulary"][i] for i in export["top_index"][2 * k:3 * k]]
+        shown = [f"'{g}'  {100 * p:.1f}%" for g, p in zip(guesses, export["top_prob"][2 * k:3 * k])]
+        check(all(line in tip for line in shown),
+              f"hovering character 2 shows its {k} next-character guesses ({', '.join(shown[:2])}, ...)")
+
         shot = tab.call("Page.captureScreenshot", format="png")["data"]
         with open(args.screenshot, "wb") as out:
             out.write(base64.b64decode(shot))
