@@ -193,9 +193,11 @@ TEST_CASE("parallel: linear forward and backward, bias gradient = column sums of
 TEST_CASE("parallel: matmul with every transpose combination, tall and wide outputs") {
     // (m, k) x (k, n) for a tall (600 x 200) and a wide (40 x 900) output, and a wide one with
     // a long inner dimension (computed transposed, in column blocks).
-    for (const auto& [m, k, n] :
+    for (const auto& mkn :
          {std::array<std::size_t, 3>{600, 300, 200}, std::array<std::size_t, 3>{40, 500, 900},
           std::array<std::size_t, 3>{40, 600, 2100}}) {
+        // Plain names, not structured bindings: clang 14 cannot capture bindings in INFO's lambda.
+        const std::size_t m = mkn[0], k = mkn[1], n = mkn[2];
         for (const bool ta : {false, true}) {
             for (const bool tb : {false, true}) {
                 INFO("m " << m << " transpose_a " << ta << " transpose_b " << tb);
