@@ -86,8 +86,9 @@ void micro_kernel(const float* x, std::size_t x_stride, const float* panel_data,
     for (int r = 0; r < Rows; ++r) {
 #pragma GCC unroll 3
         for (int v = 0; v < 3; ++v) {
-            sum[r][v] = load_c ? _mm512_maskz_loadu_ps(mask[v], c + r * c_stride + 16 * v)
-                               : _mm512_setzero_ps();
+            sum[r][v] = load_c
+                            ? _mm512_maskz_loadu_ps(mask[v], c + r * c_stride + 16 * std::size_t(v))
+                            : _mm512_setzero_ps();
         }
     }
     for (std::size_t k = 0; k < depth; ++k) {
@@ -107,7 +108,7 @@ void micro_kernel(const float* x, std::size_t x_stride, const float* panel_data,
     for (int r = 0; r < Rows; ++r) {
 #pragma GCC unroll 3
         for (int v = 0; v < 3; ++v) {
-            _mm512_mask_storeu_ps(c + r * c_stride + 16 * v, mask[v], sum[r][v]);
+            _mm512_mask_storeu_ps(c + r * c_stride + 16 * std::size_t(v), mask[v], sum[r][v]);
         }
     }
 }

@@ -185,7 +185,6 @@ std::size_t dtype_size(Dtype dtype) {
     case Dtype::F32:
         return 4;
     case Dtype::F64:
-        return 8;
     case Dtype::I64:
         return 8;
     }
