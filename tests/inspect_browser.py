@@ -211,9 +211,9 @@ def main():
         rendered = tab.evaluate(f"""[...document.querySelectorAll('#text span[data-t]')]
             .slice(0, {args.chars}).map((s) => getComputedStyle(s).backgroundColor)""")
         meta = tab.evaluate("JSON.parse(document.getElementById('meta').textContent)")
-        bits = meta["bits"]
         series_meta = next(s for s in meta["layers"][args.layer]["series"]
                            if s["name"] == args.series)
+        bits = series_meta["bits"]
         lo, hi = series_meta["lo"], series_meta["hi"]
         # Quantisation moves a value by at most half a step: (hi - lo) / (2^bits - 1) / 2, which
         # moves a colour channel by at most 200 / (2^bits - 1), plus one for rounding.
@@ -243,9 +243,14 @@ def main():
             return document.getElementById('tip').textContent; })()""")
         k = export["top_k"]
         guesses = [export["vocabulary"][i] for i in export["top_index"][2 * k:3 * k]]
-        shown = [f"'{g}'  {100 * p:.1f}%" for g, p in zip(guesses, export["top_prob"][2 * k:3 * k])]
-        check(all(line in tip for line in shown),
-              f"hovering character 2 shows its {k} next-character guesses ({', '.join(shown[:2])}, ...)")
+        probs = [100 * p for p in export["top_prob"][2 * k:3 * k]]
+        listed = re.findall(r"\n  '(.+?)'  ([0-9.]+)%", tip)
+        ok = [g for g, _ in listed] == guesses and all(
+            abs(float(p) - q) <= 0.051 for (_, p), q in zip(listed, probs))
+        if not ok:
+            print("      tooltip: " + repr(tip))
+        check(ok, f"hovering character 2 shows its {k} next-character guesses "
+                  f"({', '.join(f'{g!r} {q:.1f}%' for g, q in zip(guesses[:2], probs[:2]))}, ...)")
 
         shot = tab.call("Page.captureScreenshot", format="png")["data"]
         with open(args.screenshot, "wb") as out:

@@ -271,6 +271,12 @@ TEST_CASE("inspect: the page is self-contained and fits its budget; JSON has the
     const std::string tight = make_page(in, {page.size() - 1, ""}, &small);
     CHECK(small.bits < 8);
     CHECK(tight.size() < page.size());
+    CHECK(small.max_bits >= small.bits);
+    // An impossible budget ends at 4 bits for every series (the page says so; nothing loops).
+    PageInfo none;
+    make_page(in, {1000, ""}, &none);
+    CHECK(none.bits == 4);
+    CHECK(none.max_bits == 4);
 
     const nlohmann::json json = nlohmann::json::parse(inspection_json(in));
     CHECK(json["format"] == "cellgrad.inspect.v1");

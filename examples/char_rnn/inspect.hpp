@@ -101,8 +101,8 @@ std::vector<Correlation> interesting_units(const Inspection& inspection,
 /// The recordings as JSON (schema "cellgrad.inspect.v1", docs/inspect.md), values exact.
 std::string inspection_json(const Inspection& inspection);
 
-/// Page options: the page keeps the largest precision (8 bits down to 4 per value) that keeps it
-/// under `max_bytes`.
+/// Page options: each series keeps as many bits per value (8 down to 4) as fit the page under
+/// `max_bytes`, the costliest series giving up bits first.
 struct PageOptions {
     std::size_t max_bytes = 4'900'000;
     std::string title;
@@ -110,7 +110,8 @@ struct PageOptions {
 /// What make_page chose.
 struct PageInfo {
     std::size_t bytes = 0;
-    int bits = 0;
+    int bits = 0;     ///< the fewest bits per value of any series
+    int max_bits = 0; ///< the most
 };
 /// The self-contained HTML page (data and script inline, no network).
 std::string make_page(const Inspection& inspection, const PageOptions& options,

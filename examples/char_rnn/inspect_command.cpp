@@ -103,8 +103,8 @@ int run_inspect(const InspectArguments& args) {
             inspection, {args.max_bytes, fmt::format("{}: {}", args.checkpoint, inspection.cell)},
             &info);
         write_text(args.out, page, "--out");
-        fmt::print(stderr, "char_rnn inspect: wrote {} ({} bytes, {} bits per value)\n", args.out,
-                   info.bytes, info.bits);
+        fmt::print(stderr, "char_rnn inspect: wrote {} ({} bytes, {} to {} bits per value)\n",
+                   args.out, info.bytes, info.bits, info.max_bits);
     }
     if (!args.json.empty()) {
         write_text(args.json, inspection_json(inspection), "--json");

@@ -123,10 +123,10 @@ std::string base64(const std::vector<unsigned char>& bytes) {
     return out;
 }
 
-std::vector<unsigned char> deflate(const std::vector<unsigned char>& raw) {
+std::vector<unsigned char> deflate(const std::vector<unsigned char>& raw, int level) {
     uLongf size = compressBound(uLong(raw.size()));
     std::vector<unsigned char> out(size);
-    if (compress2(out.data(), &size, raw.data(), uLong(raw.size()), 9) != Z_OK) {
+    if (compress2(out.data(), &size, raw.data(), uLong(raw.size()), level) != Z_OK) {
         throw Error("inspect: zlib could not compress the page's data");
     }
     out.resize(size);
@@ -224,36 +224,76 @@ std::string make_page(const Inspection& inspection, const PageOptions& options, 
         layers.push_back({{"name", layer.name}, {"layer", layer.layer}, {"series", series}});
     }
     meta["layers"] = layers;
+    // Unit-major: H rows of N characters per series, so that a unit's runs of similar values (a
+    // saturated gate, a slowly moving LTM) deflate well.
+    auto quantised = [&](std::size_t s, int bits) {
+        const int levels = (1 << bits) - 1;
+        const Range& range = ranges[s];
+        std::vector<unsigned char> raw;
+        raw.reserve(N * H);
+        for (std::size_t j = 0; j < H; ++j) {
+            for (std::size_t t = 0; t < N; ++t) {
+                double v = order[s]->values[t * H + j];
+                v = range.tanh ? std::tanh(v) : v;
+                const double x = std::clamp((v - range.lo) / (range.hi - range.lo), 0.0, 1.0);
+                raw.push_back(static_cast<unsigned char>(std::lround(x * levels)));
+            }
+        }
+        return raw;
+    };
+    // Each series starts at 8 bits; while the page would exceed the budget, the series that
+    // costs the most bytes loses a bit (down to 4), so the series that deflate well (a quiet
+    // LTM, saturated gates) keep their precision.
+    std::vector<int> bits(order.size(), 8);
+    std::vector<std::size_t> cost(order.size());
+    for (std::size_t s = 0; s < order.size(); ++s) {
+        cost[s] = deflate(quantised(s, bits[s]), 6).size();
+    }
     const std::string page_template = inspect_page_template;
     std::string page;
-    for (int bits = 8; bits >= 4; --bits) {
-        // Unit-major: H rows of N characters per series, so that a unit's run of similar
-        // values (a saturated gate, a slowly moving LTM) deflates well.
-        const int levels = (1 << bits) - 1;
+    while (true) {
+        std::size_t k = 0;
+        for (std::size_t l = 0; l < inspection.layers.size(); ++l) {
+            for (json& series : meta["layers"][l]["series"]) {
+                series["bits"] = bits[k++];
+            }
+        }
+        meta["bits"] = *std::min_element(bits.begin(), bits.end());
+        std::size_t total = 0;
+        for (const std::size_t c : cost) {
+            total += c;
+        }
+        const std::size_t estimate =
+            page_template.size() + script_json(meta).size() + total * 4 / 3;
+        std::size_t worst = order.size();
+        for (std::size_t s = 0; s < order.size(); ++s) {
+            if (bits[s] > 4 && (worst == order.size() || cost[s] > cost[worst])) {
+                worst = s;
+            }
+        }
+        if (estimate > options.max_bytes && worst < order.size()) {
+            cost[worst] = deflate(quantised(worst, --bits[worst]), 6).size();
+            continue;
+        }
         std::vector<unsigned char> raw;
         raw.reserve(order.size() * N * H);
         for (std::size_t s = 0; s < order.size(); ++s) {
-            const Range& range = ranges[s];
-            for (std::size_t j = 0; j < H; ++j) {
-                for (std::size_t t = 0; t < N; ++t) {
-                    double v = order[s]->values[t * H + j];
-                    v = range.tanh ? std::tanh(v) : v;
-                    const double x = std::clamp((v - range.lo) / (range.hi - range.lo), 0.0, 1.0);
-                    raw.push_back(static_cast<unsigned char>(std::lround(x * levels)));
-                }
-            }
+            const std::vector<unsigned char> part = quantised(s, bits[s]);
+            raw.insert(raw.end(), part.begin(), part.end());
         }
-        meta["bits"] = bits;
         // The data first: base64 has no '@', while the text in the metadata may hold anything.
-        page = replace_all(page_template, "@DATA@", base64(deflate(raw)));
+        page = replace_all(page_template, "@DATA@", base64(deflate(raw, 9)));
         page = replace_all(page, "/*@META@*/", script_json(meta));
-        if (page.size() <= options.max_bytes) {
+        if (page.size() <= options.max_bytes || worst == order.size()) {
             break;
         }
+        // The whole deflated a little worse than its parts: one more bit off the costliest.
+        cost[worst] = deflate(quantised(worst, --bits[worst]), 6).size();
     }
     if (info != nullptr) {
         info->bytes = page.size();
         info->bits = int(meta["bits"]);
+        info->max_bits = *std::max_element(bits.begin(), bits.end());
     }
     return page;
 }
