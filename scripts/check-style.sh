@@ -16,14 +16,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-# Files being rewritten in round 2 (the core rework): checked only with --all or by name until that
-# work lands, then this list empties. Paths are matched as prefixes.
-PENDING=(src/tape.cpp src/ops/ src/fused.cpp src/nn/
-         include/cellgrad/tape.hpp include/cellgrad/ops.hpp include/cellgrad/fused.hpp
-         include/cellgrad/nn/ include/cellgrad/pointwise.hpp include/cellgrad/cellmath.hpp
-         include/cellgrad/detail/ tests/test_fused.cpp tests/test_cells.cpp
-         tests/test_recurrent.cpp tests/test_tape.cpp tests/test_ops.cpp tests/test_pointwise.cpp
-         tests/test_gradient_flow.cpp tests/test_packed_gemm.cpp tests/test_variants.cpp)
+# Files being rewritten (checked only with --all or by name until that work lands); empty when
+# nothing is in flight. Paths are matched as prefixes.
+PENDING=()
 
 fix=0 format=1 tidy=1 all=0
 files=()

@@ -347,7 +347,9 @@ TEST_CASE("char_rnn: configs read from files are range-checked before any conver
         {R"("layers":0)", "'layers' must be a whole number from 1 to 64, got 0"},
         {R"("dropout":null)", "'dropout' must be a number from 0 to 0.99, got null"},
         {R"("forget_bias":"x")", "'forget_bias' must be a number from -100 to 100, got \"x\""},
-        {R"("cell":"lstmx")", "'cell' must be one of lstm, gru, rnn, got \"lstmx\""},
+        {R"("cell":"lstmx")", "'cell' must be one of rnn, lstm, gru, lesson-lstm, "
+                              "peephole-lstm, concat-peephole-lstm, cifg-lstm, nfg-lstm, "
+                              "layernorm-lstm, cho-gru, mgu, got \"lstmx\""},
     };
     for (const auto& item : cases) {
         const std::string& field = item.first;

@@ -72,7 +72,7 @@ class DetachedLSTMCell : public Cell<double> {
     std::vector<Var<double>> step(const StepInput<double>& event,
                                   std::span<const Var<double>> s) override {
         const std::size_t H = weights.hidden_size;
-        const Var<double> h = s[0].tape().detach(s[0]);      // the cut
+        const Var<double> h = s[0].tape().detach(s[0]);    // the cut
         const Var<double> gates = weights.gates(event, h); // (B, 4H)
         const Var<double> i = sigmoid(slice_cols(gates, 0, H));
         const Var<double> f = sigmoid(slice_cols(gates, H, 2 * H));

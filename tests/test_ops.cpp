@@ -154,7 +154,9 @@ TEST_CASE("add/sub/mul/div: hand-computed broadcasts") {
 
 TEST_CASE("add/sub/mul/div: every broadcast mode on either operand, values and gradients") {
     for (const BinaryCase& op : binary_cases) {
-        for (const auto& [shape_a, shape_b] : broadcast_modes) {
+        for (const auto& mode : broadcast_modes) {
+            // Named copies: clang 14 cannot capture structured bindings in INFO's lambda.
+            const Shape shape_a = mode.first, shape_b = mode.second;
             INFO(op.name << " a" << to_string(shape_a) << " b" << to_string(shape_b));
             Parameter<double> a("a", random_matrix(shape_a.rows, shape_a.cols, 1));
             // Keep divisors away from zero.
@@ -387,8 +389,9 @@ TEST_CASE("matmul: hand-computed product") {
 TEST_CASE("matmul: all four transpose combinations, values and gradients") {
     // Logical products (2, 3) x (3, 4), and (40, 600) x (600, 520): a short wide output with a
     // long inner dimension, which the GEMM kernel computes transposed (so are dA's products).
-    for (const auto& [m, k, n] :
+    for (const auto& sizes :
          {std::array<std::size_t, 3>{2, 3, 4}, std::array<std::size_t, 3>{40, 600, 520}}) {
+        const std::size_t m = sizes[0], k = sizes[1], n = sizes[2]; // named for INFO (clang 14)
         const Matrix a_logical = random_matrix(m, k, 21);
         const Matrix b_logical = random_matrix(k, n, 22);
         const Matrix expected = product(a_logical, b_logical);

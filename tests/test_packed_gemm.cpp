@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "../src/ops/weight_products.hpp"
 #include "cellgrad/nn/recurrent.hpp"
 #include "cellgrad/ops.hpp"
 #include "cellgrad/parallel.hpp"
-#include "../src/ops/weight_products.hpp"
 
 using namespace cellgrad;
 using namespace cellgrad::nn;
@@ -119,7 +119,8 @@ TEST_CASE("packed gemm: linear forward and backward within float rounding of flo
         const Var<float> w = tape.param(weight);
         const Var<float> y = linear(x, w, tape.param(bias));
         // The packed copy exists exactly when the packed kernel ran (W^T for forward).
-        CHECK((tape.extension<WeightProducts<float>>().packed_copy(w.id(), true) != nullptr) == active);
+        CHECK((tape.extension<WeightProducts<float>>().packed_copy(w.id(), true) != nullptr) ==
+              active);
 
         std::vector<double> magnitude;
         std::vector<double> expected =
@@ -133,7 +134,8 @@ TEST_CASE("packed gemm: linear forward and backward within float rounding of flo
         CHECK(worst_against_bound(y.value(), expected, magnitude, shape.in + 1) <= 1.0);
 
         tape.backward(y, seed);
-        CHECK((tape.extension<WeightProducts<float>>().packed_copy(w.id(), false) != nullptr) == active);
+        CHECK((tape.extension<WeightProducts<float>>().packed_copy(w.id(), false) != nullptr) ==
+              active);
         const std::vector<double> expected_dx =
             reference_product(seed.view(), weight.value.view(), false, magnitude);
         const Tensor<float> dx(source.grad());
@@ -176,7 +178,8 @@ TEST_CASE("packed gemm: linear_add_rows and an accumulating input gradient match
         const Var<float> y2 = linear(x, tape.param(second));
         const Var<float> loss = add(sum(mul(y1, tape.constant(random_tensor(rows, out, 26)))),
                                     sum(mul(y2, tape.constant(random_tensor(rows, out, 27)))));
-        CHECK((tape.extension<WeightProducts<float>>().packed_copy(w.id(), true) != nullptr) == (packed && packed_weight_gemm_active()));
+        CHECK((tape.extension<WeightProducts<float>>().packed_copy(w.id(), true) != nullptr) ==
+              (packed && packed_weight_gemm_active()));
         tape.backward(loss);
         return Result{y1.value_tensor(), y2.value_tensor(), x.grad(), addend.grad(),
                       weight.grad,       second.grad,       bias.grad};
@@ -263,7 +266,8 @@ TEST_CASE("packed gemm: LSTM, GRU and RNN layers give the BLAS path's outputs an
             tape.backward(loss);
             std::size_t packed_nodes = 0;
             for (NodeId id = 0; id < tape.size(); ++id) {
-                packed_nodes += tape.extension<WeightProducts<float>>().packed_copy(id, false) != nullptr;
+                packed_nodes +=
+                    tape.extension<WeightProducts<float>>().packed_copy(id, false) != nullptr;
             }
             CHECK((packed_nodes > 0) == (packed && packed_weight_gemm_active()));
             std::vector<Tensor<float>> results = {out.output.value_tensor(), x.grad()};
@@ -300,6 +304,7 @@ TEST_CASE("packed gemm: float only, and the switch turns it off") {
     const Var<float> weight = float_tape.input(random_tensor(300, 200, 52));
     linear(x, weight);
     CHECK(float_tape.extension<WeightProducts<float>>().packed_copy(weight.id(), true) == nullptr);
-    CHECK_THROWS_WITH_AS(float_tape.extension<WeightProducts<float>>().packed(float_tape, weight.id(), true),
-                         doctest::Contains("needs an AVX-512F CPU"), Error);
+    CHECK_THROWS_WITH_AS(
+        float_tape.extension<WeightProducts<float>>().packed(float_tape, weight.id(), true),
+        doctest::Contains("needs an AVX-512F CPU"), Error);
 }

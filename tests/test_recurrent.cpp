@@ -442,9 +442,9 @@ TEST_CASE("recurrent: embedded tokens project the table's rows, same values and 
             const auto loss = [&](Tape<double>& tape, bool from_tokens) {
                 const Var<double> rows = tape.param(table);
                 const Var<double> embedded = gather_rows(rows, tokens);
-                const RecurrentOutput<double> out = layer->forward(
-                    from_tokens ? embedded : slice_rows(embedded, 0, tokens.size()), 4,
-                    initial_on_tape(tape, data), data.lengths);
+                const RecurrentOutput<double> out =
+                    layer->forward(from_tokens ? embedded : slice_rows(embedded, 0, tokens.size()),
+                                   4, initial_on_tape(tape, data), data.lengths);
                 std::size_t table_projections = 0; // input projections of the table's rows
                 for (NodeId id = 0; id < tape.size(); ++id) {
                     table_projections += std::string_view(tape.node(id).op) == "linear" &&

@@ -20,9 +20,14 @@ namespace {
 
 using Vec = std::vector<double>;
 constexpr std::size_t kInput = 3, kHidden = 4, kBatch = 2;
-const std::vector<std::string> kVariants{"lesson-lstm", "peephole-lstm", "concat-peephole-lstm",
-                                         "cifg-lstm",   "nfg-lstm",      "layernorm-lstm",
-                                         "cho-gru",     "mgu"};
+const std::vector<std::string> kVariants{"lesson-lstm",
+                                         "peephole-lstm",
+                                         "concat-peephole-lstm",
+                                         "cifg-lstm",
+                                         "nfg-lstm",
+                                         "layernorm-lstm",
+                                         "cho-gru",
+                                         "mgu"};
 
 double sig(double v) {
     return 1.0 / (1.0 + std::exp(-v));
@@ -242,8 +247,8 @@ TEST_CASE("variants: parameter names and shapes; unknown cells are refused by na
     options.hidden_size = kHidden;
     options.parameter_prefix = "rnn.";
     const std::map<std::string, std::vector<std::string>> expected{
-        {"lesson-lstm", {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
-                         "weight_u_l0", "bias_u_l0"}},
+        {"lesson-lstm",
+         {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_u_l0", "bias_u_l0"}},
         {"peephole-lstm",
          {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_peephole_l0"}},
         {"layernorm-lstm",
@@ -280,11 +285,27 @@ TEST_CASE("normalize_rows: values, and a float64 gradient check") {
     Parameter<double> p("x", uniform_tensor<double>(3, 5, 2.0, rng));
     const Tensor<double> w = uniform_tensor<double>(3, 5, 1.0, rng);
     const GradCheckReport report = grad_check(
-        [&](Tape<double>& t) { return sum(mul(normalize_rows(t.param(p)), t.constant(w))); },
-        {&p});
+        [&](Tape<double>& t) { return sum(mul(normalize_rows(t.param(p)), t.constant(w))); }, {&p});
     INFO(report.summary());
     CHECK(report.passed);
     CHECK(report.max_rel_error < 1e-6);
     CHECK_THROWS_WITH_AS(normalize_rows(tape.constant(Tensor<double>(3, 1))),
                          doctest::Contains("normalize_rows: needs at least 2 columns"), Error);
+}
+
+TEST_CASE("variants: cell_shape gives every cell's stacked weight shapes") {
+    for (const std::string& name : cell_names()) {
+        INFO(name);
+        std::mt19937_64 rng(37);
+        RecurrentOptions options;
+        options.input_size = kInput;
+        options.hidden_size = kHidden;
+        auto layer = make_recurrent<double>(name, options, rng);
+        const CellShape shape = cell_shape(name);
+        const auto params = layer->parameters();
+        CHECK(params[0]->value.shape() == Shape{shape.gates * kHidden, kInput});
+        CHECK(params[1]->value.shape() ==
+              Shape{shape.gates * kHidden, shape.recurrent_inputs * kHidden});
+    }
+    CHECK_THROWS_WITH_AS(cell_shape("lstm2"), doctest::Contains("unknown cell 'lstm2'"), Error);
 }

@@ -73,16 +73,7 @@ std::unique_ptr<nn::Recurrent<float>> make_rnn(const ModelConfig& config, std::m
     options.forget_bias = config.forget_bias;
     options.dropout_seed = rng();
     options.parameter_prefix = "rnn.";
-    if (config.cell == "lstm") {
-        return std::make_unique<nn::LSTM<float>>(options, rng);
-    }
-    if (config.cell == "gru") {
-        return std::make_unique<nn::GRU<float>>(options, rng);
-    }
-    if (config.cell == "rnn") {
-        return std::make_unique<nn::RNN<float>>(options, rng);
-    }
-    throw Error(fmt::format("unknown cell '{}': expected lstm, gru or rnn", config.cell));
+    return nn::make_recurrent<float>(config.cell, options, rng); // any of nn::cell_names()
 }
 
 } // namespace

@@ -144,13 +144,14 @@ double real_field(const json& object, const char* key, double low, double high,
 }
 
 /// object[key] as one of `choices`; throws naming `what` and the key.
-std::string choice_field(const json& object, const char* key,
-                         std::initializer_list<const char*> choices, const std::string& what) {
+template <class Choices>
+std::string choice_field(const json& object, const char* key, const Choices& choices,
+                         const std::string& what) {
     if (!object.contains(key)) {
         throw Error(fmt::format("{} has no '{}'", what, key));
     }
     const json& value = object.at(key);
-    for (const char* choice : choices) {
+    for (const auto& choice : choices) {
         if (value.is_string() && value.get<std::string>() == choice) {
             return choice;
         }
@@ -196,7 +197,7 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     const std::string what = "model config";
     const json object = parse_object(text, what);
     ModelConfig config;
-    config.cell = choice_field(object, "cell", {"lstm", "gru", "rnn"}, what);
+    config.cell = choice_field(object, "cell", cellgrad::nn::cell_names(), what);
     config.hidden = whole_field(object, "hidden", 1, max_width, what);
     config.layers = whole_field(object, "layers", 1, max_layers, what);
     config.embedding = whole_field(object, "embedding", 1, max_width, what);
@@ -222,7 +223,8 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     config.seq = whole_field(object, "seq", 1, max_seq, what);
     config.batch = whole_field(object, "batch", 1, max_batch, what);
     config.optimizer =
-        choice_field(object, "optimizer", {"adam", "sgd", "adagrad", "rmsprop"}, what);
+        choice_field(object, "optimizer",
+                     std::initializer_list<const char*>{"adam", "sgd", "adagrad", "rmsprop"}, what);
     config.lr = real_field(object, "lr", 0, max_lr, what);
     if (config.lr == 0) {
         throw Error(fmt::format("{}: 'lr' must be above 0", what));
@@ -311,13 +313,14 @@ void expect_shape(const io::SafetensorsFile& file, const std::string& name,
 /// Checks the file's model tensors against `config` and `vocabulary` (PyTorch state-dict shapes).
 void check_config_fits(const io::SafetensorsFile& file, const ModelConfig& config,
                        std::size_t vocabulary) {
-    const std::size_t gates = config.cell == "lstm" ? 4 : config.cell == "gru" ? 3 : 1;
+    const cellgrad::nn::CellShape cell = cellgrad::nn::cell_shape(config.cell);
     const std::size_t H = config.hidden;
     expect_shape(file, "embedding.weight", {vocabulary, config.embedding}, config);
     for (std::size_t l = 0; l < config.layers; ++l) {
         expect_shape(file, fmt::format("rnn.weight_ih_l{}", l),
-                     {gates * H, l == 0 ? config.embedding : H}, config);
-        expect_shape(file, fmt::format("rnn.weight_hh_l{}", l), {gates * H, H}, config);
+                     {cell.gates * H, l == 0 ? config.embedding : H}, config);
+        expect_shape(file, fmt::format("rnn.weight_hh_l{}", l),
+                     {cell.gates * H, cell.recurrent_inputs * H}, config);
     }
     expect_shape(file, "decoder.weight", {vocabulary, H}, config);
 }
@@ -479,7 +482,8 @@ void Trainer::resume(const io::SafetensorsFile& file) {
         const std::string what = "optimizer state";
         const json optimizer = parse_object(text, what);
         const std::string name =
-            choice_field(optimizer, "name", {optimizer_->name().c_str()}, what);
+            choice_field(optimizer, "name",
+                         std::initializer_list<const char*>{optimizer_->name().c_str()}, what);
         optimizer_->set_lr(real_field(optimizer, "lr", 0, TrainConfig::max_lr, what));
         optimizer_->set_step_count(
             static_cast<std::int64_t>(whole_field(optimizer, "step_count", 0, max_step, what)));

@@ -349,8 +349,12 @@ int main(int argc, char** argv) {
         ->add_option("--data", train.data,
                      with_unit("training text (any bytes, at most 1 GiB)", file))
         ->required();
-    train_command->add_option("--cell", train.model.cell, "recurrent cell: lstm, gru or rnn (tanh)")
-        ->check(CLI::IsMember({"lstm", "gru", "rnn"}));
+    train_command
+        ->add_option("--cell", train.model.cell,
+                     "recurrent cell: lstm, gru, rnn (tanh) or a variant (lesson-lstm, "
+                     "peephole-lstm, concat-peephole-lstm, cifg-lstm, nfg-lstm, layernorm-lstm, "
+                     "cho-gru, mgu; docs/lstm.md)")
+        ->check(CLI::IsMember(cellgrad::nn::cell_names()));
     train_command
         ->add_option("--hidden", train.model.hidden,
                      with_unit("hidden state size per layer", "units"))

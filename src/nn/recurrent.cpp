@@ -10,7 +10,7 @@ std::string layer_suffix(std::size_t layer, bool reverse) {
 
 template <class T>
 Recurrent<T>::Recurrent(std::string kind, RecurrentOptions options, const CellFactory<T>& factory)
-    : kind_(std::move(kind)), options_(options), dropout_rng_(options.dropout_seed) {
+    : kind_(std::move(kind)), options_(std::move(options)), dropout_rng_(options_.dropout_seed) {
     if (options_.num_layers == 0 || options_.hidden_size == 0 || options_.input_size == 0) {
         throw Error(fmt::format("{}: input_size, hidden_size and num_layers must be >= 1, got {}, "
                                 "{}, {}",

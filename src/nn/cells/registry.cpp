@@ -21,6 +21,36 @@ const std::vector<std::string>& cell_names() {
 
 namespace {
 
+/// The error for a name that is not in cell_names().
+Error unknown_cell(const std::string& name) {
+    return Error(
+        fmt::format("unknown cell '{}'; known cells: {}", name, fmt::join(cell_names(), ", ")));
+}
+
+} // namespace
+
+CellShape cell_shape(const std::string& name) {
+    if (name == "rnn") {
+        return {1, 1};
+    }
+    if (name == "gru" || name == "cho-gru" || name == "cifg-lstm" || name == "nfg-lstm") {
+        return {3, 1};
+    }
+    if (name == "mgu") {
+        return {2, 1};
+    }
+    if (name == "concat-peephole-lstm") {
+        return {4, 2};
+    }
+    if (name == "lstm" || name == "lesson-lstm" || name == "peephole-lstm" ||
+        name == "layernorm-lstm") {
+        return {4, 1};
+    }
+    throw unknown_cell(name);
+}
+
+namespace {
+
 /// A Recurrent of cells of type C (constructor: in, H, rng, forget_bias, suffix).
 template <class C, class T>
 std::unique_ptr<Recurrent<T>> layer_of(const std::string& name, const RecurrentOptions& options,
