@@ -131,7 +131,9 @@ TEST_CASE("char_rnn CLI: --help shows every option's default and unit") {
           "--seq UINT:1 to 100000=50", "[characters]", "--lr FLOAT:0 (excluded) to 100=0.002",
           "--clip FLOAT:0 to 1000000=5", "[L2 norm]", "--val-fraction FLOAT:0 to 1 (excluded)=0.05",
           "[fraction of the file]", "--eval-every INT:0 to 1000000000000=200",
-          "--cell TEXT:{lstm,gru,rnn}=lstm", "written atomically (default: none) [path]"}) {
+          "--cell TEXT:{rnn,lstm,gru,lesson-lstm,peephole-lstm,concat-peephole-lstm,cifg-lstm,"
+          "nfg-lstm,layernorm-lstm,cho-gru,mgu}=lstm",
+          "written atomically (default: none) [path]"}) {
         CAPTURE(line);
         CHECK(contains(train.out, line));
     }
