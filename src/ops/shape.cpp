@@ -150,14 +150,15 @@ Var<T> gather_rows(const Var<T>& table, std::span<const std::int32_t> indices) {
     });
 }
 
-#define CELLGRAD_INSTANTIATE(T)                                                                    \
-    template Var<T> slice_cols(const Var<T>&, std::size_t, std::size_t);                           \
-    template Var<T> slice_rows(const Var<T>&, std::size_t, std::size_t);                           \
-    template Var<T> concat_cols(std::span<const Var<T>>);                                          \
-    template Var<T> concat_rows(std::span<const Var<T>>);                                          \
-    template Var<T> gather_rows(const Var<T>&, std::span<const std::int32_t>);
-CELLGRAD_INSTANTIATE(float)
-CELLGRAD_INSTANTIATE(double)
-#undef CELLGRAD_INSTANTIATE
+template Var<float> slice_cols(const Var<float>&, std::size_t, std::size_t);
+template Var<float> slice_rows(const Var<float>&, std::size_t, std::size_t);
+template Var<float> concat_cols(std::span<const Var<float>>);
+template Var<float> concat_rows(std::span<const Var<float>>);
+template Var<float> gather_rows(const Var<float>&, std::span<const std::int32_t>);
+template Var<double> slice_cols(const Var<double>&, std::size_t, std::size_t);
+template Var<double> slice_rows(const Var<double>&, std::size_t, std::size_t);
+template Var<double> concat_cols(std::span<const Var<double>>);
+template Var<double> concat_rows(std::span<const Var<double>>);
+template Var<double> gather_rows(const Var<double>&, std::span<const std::int32_t>);
 
 } // namespace cellgrad
