@@ -288,3 +288,31 @@ TEST_CASE("pointwise: a broadcast row's gradient is the sum over rows, short and
         CHECK(worst < 1e-12);
     }
 }
+
+TEST_CASE("pointwise: an output inside another is the same value, or the math is refused") {
+    Tape<double> tape;
+    const Var<double> a = tape.input(random_tensor(2, 3, 26));
+    // 0.5 * a is output 1 and also stands inside output 0: output 0 gets it as an argument.
+    const auto [y, z] = pointwise(
+        "shared",
+        [](auto a) {
+            return std::tuple{tanh(0.5 * a), 0.5 * a};
+        },
+        a);
+    tape.backward(add(sum(y), sum(z)));
+    for (std::size_t j = 0; j < 3; ++j) {
+        const double t = std::tanh(0.5 * a.value()(0, j));
+        CHECK(a.grad()(0, j) == doctest::Approx(0.5 * (1 - t * t) + 0.5).epsilon(1e-14));
+    }
+    // Same shape, other constants: substituting would be wrong, so it is refused by name.
+    CHECK_THROWS_WITH_AS(
+        pointwise(
+            "clash",
+            [](auto a) {
+                return std::tuple{tanh(0.3 * a), 0.5 * a};
+            },
+            a),
+        doctest::Contains("clash: one output's expression appears inside another with other "
+                          "constants"),
+        Error);
+}
