@@ -104,10 +104,11 @@ auto pointwise(const char* op, const Math& math, const Columns<T>& first, const 
         tape.record(op, std::span<const Var<T>>(inputs.data(), input_count), B, M * H);
     tape.set_attributes(id, attributes);
     const View<T> y = tape.node(id).value;
+    const std::array<View<const T>, N> values = operand_values(tape, id, attributes);
     for_each_piece(B, H, costly_grain, [&](std::size_t r, std::size_t c0, std::size_t c1) {
         std::array<const T*, N> in;
         for (std::size_t k = 0; k < N; ++k) {
-            in[k] = operand_row(tape, id, attributes.operands[k], r) + c0;
+            in[k] = operand_row(values[k], attributes.operands[k], r) + c0;
         }
         std::array<T*, M> out;
         for (std::size_t m = 0; m < M; ++m) {

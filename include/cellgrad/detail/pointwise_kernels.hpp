@@ -285,10 +285,20 @@ CELLGRAD_POINTWISE_CLONES void backward_span(const Rewritten& rewritten,
     }
 }
 
-/// Row r of operand k's value (row 0 when broadcast).
+/// Each operand's input value, looked up once per pass instead of once per row.
+template <class T, class List, std::size_t N>
+std::array<View<const T>, N> operand_values(const Tape<T>& tape, NodeId self,
+                                            const Attributes<List, N>& attributes) {
+    std::array<View<const T>, N> values;
+    for (std::size_t k = 0; k < N; ++k) {
+        values[k] = tape.node(tape.inputs(self)[attributes.operands[k].input]).value;
+    }
+    return values;
+}
+
+/// Row r of an operand whose input value is `value` (row 0 when broadcast).
 template <class T>
-const T* operand_row(Tape<T>& tape, NodeId self, const OperandPlace& place, std::size_t r) {
-    const View<const T> value = tape.node(tape.inputs(self)[place.input]).value;
+const T* operand_row(View<const T> value, const OperandPlace& place, std::size_t r) {
     return value.row(place.broadcast ? 0 : r) + place.first_col;
 }
 
@@ -303,6 +313,7 @@ void backward(Tape<T>& tape, NodeId self) {
     const View<const T> y = tape.node(self).value; // (B, M*H)
     const std::size_t B = dy.rows;
     const auto rewritten = Sweep<N, List>::rewritten_list(attributes.outputs);
+    const std::array<View<const T>, N> values = operand_values(tape, self, attributes);
     // Rows are cut into fixed groups (one row and a column piece each when rows are long). Each
     // operand's gradient goes straight into its input's columns, unless its input needs none
     // (scratch), an earlier operand writes into overlapping columns (scratch rows, added after),
@@ -354,7 +365,7 @@ void backward(Tape<T>& tape, NodeId self) {
             std::array<const T*, N + M> in;
             std::array<T*, N> dx;
             for (std::size_t k = 0; k < N; ++k) {
-                in[k] = operand_row(tape, self, attributes.operands[k], r) + c0;
+                in[k] = operand_row(values[k], attributes.operands[k], r) + c0;
                 dx[k] = target[k].row(mode[k] == Mode::partial_rows ? group : r) + c0;
             }
             std::array<T*, M> dout;
@@ -407,6 +418,7 @@ void backward(Tape<T>& tape, NodeId self) {
 template <class T, class List, std::size_t N>
 void keep_named_values(Tape<T>& tape, NodeId self, const Attributes<List, N>& attributes,
                        std::size_t B, std::size_t H) {
+    const std::array<View<const T>, N> inputs = operand_values(tape, self, attributes);
     std::vector<const char*> seen;
     const auto keep = [&](const char* name, const auto& expression) {
         for (const char* other : seen) {
@@ -420,7 +432,7 @@ void keep_named_values(Tape<T>& tape, NodeId self, const Attributes<List, N>& at
             for (std::size_t j = 0; j < H; ++j) {
                 std::array<T, N> x;
                 for (std::size_t k = 0; k < N; ++k) {
-                    x[k] = operand_row(tape, self, attributes.operands[k], r)[j];
+                    x[k] = operand_row(inputs[k], attributes.operands[k], r)[j];
                 }
                 values(r, j) = cellmath::evaluate(expression, x);
             }
