@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Data-parallel scaling on this machine: `char_rnn train` at the training benchmark's `medium` and
-# `large` shapes (bench/bench_training.cpp: one LSTM layer; medium = batch 32, seq 64, input 128,
-# hidden 512; large = batch 64, seq 100, input 256, hidden 1024; vocabulary 65, tiny-shakespeare's),
-# as 1 rank x 2 threads against 2 ranks x 1 thread (mpirun -np 2). Same global batch, Adam, clip 5.
+# Data-parallel scaling on this machine: `char_rnn train` with the main job's model
+# (scripts/run-main.sh: 2 x 256 LSTM, embedding 64, batch 32, seq 64) and the training benchmark's
+# `medium` and `large` shapes (bench/bench_training.cpp: one LSTM layer; medium = batch 32, seq 64,
+# input 128, hidden 512; large = batch 64, seq 100, input 256, hidden 1024), on tiny-shakespeare
+# (vocabulary 65), as 1 rank x 2 threads against 2 ranks x 1 thread (mpirun -np 2). Same global
+# batch, Adam, clip 5.
 # Each pair runs `rounds` times, alternating; the table gives every round's tokens/s (from the
 # runs' summaries: global tokens over rank 0's training time, allreduce waits included), the
 # gradient buffer each step allreduces, and the load before each run.
 # Usage: bench/run-scaling.sh path/to/char_rnn [corpus] [rounds (default 2)]
-# Environment: STEPS_MEDIUM (default 40), STEPS_LARGE (default 12), MPIRUN (default mpirun).
+# Environment: STEPS_MAIN, STEPS_MEDIUM (default 40), STEPS_LARGE (default 12), MPIRUN (default
+# mpirun).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -30,8 +33,11 @@ load() {
 
 echo "| config | parameters | gradient buffer | round | 1 rank x 2 threads tok/s | 2 ranks x 1 thread tok/s | 2 ranks / 1 rank | load before (1r / 2r) |"
 echo "|---|---|---|---|---|---|---|---|"
-for config in medium large; do
-    if [ "$config" = medium ]; then
+for config in main medium large; do
+    if [ "$config" = main ]; then # scripts/run-main.sh's model (on this corpus's vocabulary)
+        shape=(--layers 2 --embedding 64 --hidden 256 --seq 64 --batch 32)
+        steps=${STEPS_MAIN:-40}
+    elif [ "$config" = medium ]; then
         shape=(--layers 1 --embedding 128 --hidden 512 --seq 64 --batch 32)
         steps=${STEPS_MEDIUM:-40}
     else
