@@ -13,7 +13,10 @@ Two ways to grow N:
            t_compute = t1 / N, speed-up = t1 / t_step, efficiency = speed-up / N.
 t1 = tokens per step / tokens per second of one machine (measured, given on the command line).
 
-Usage: scaling_model.py NAME PARAMETERS BATCH SEQ TOKENS_PER_SECOND [NAME PARAMETERS ...]
+The parameter count is char_rnn's LSTM (examples/char_rnn, checkpoint shapes): embedding V x E,
+per layer weight_ih 4H x (E or H), weight_hh 4H x H and two biases of 4H, decoder H x V + V.
+
+Usage: scaling_model.py NAME V E H LAYERS BATCH SEQ TOKENS_PER_SECOND [NAME V E H ...]
 """
 import sys
 
@@ -26,6 +29,14 @@ RANKS = [2, 4, 8, 16, 32, 64]
 
 def allreduce_seconds(n, gradient_bytes, bandwidth, latency):
     return 2 * (n - 1) / n * gradient_bytes / bandwidth + 2 * (n - 1) * latency
+
+
+def lstm_parameters(vocabulary, embedding, hidden, layers):
+    total = vocabulary * embedding + hidden * vocabulary + vocabulary
+    for layer in range(layers):
+        inputs = embedding if layer == 0 else hidden
+        total += 4 * hidden * inputs + 4 * hidden * hidden + 8 * hidden
+    return total
 
 
 def model(name, parameters, batch, seq, tokens_per_second):
@@ -64,11 +75,12 @@ def model(name, parameters, batch, seq, tokens_per_second):
 
 
 def main(argv):
-    if len(argv) < 6 or (len(argv) - 1) % 5 != 0:
+    if len(argv) < 9 or (len(argv) - 1) % 8 != 0:
         sys.exit(__doc__)
-    for i in range(1, len(argv), 5):
-        name, parameters, batch, seq, rate = argv[i:i + 5]
-        model(name, int(parameters), int(batch), int(seq), float(rate))
+    for i in range(1, len(argv), 8):
+        name, vocabulary, embedding, hidden, layers, batch, seq, rate = argv[i:i + 8]
+        parameters = lstm_parameters(int(vocabulary), int(embedding), int(hidden), int(layers))
+        model(name, parameters, int(batch), int(seq), float(rate))
 
 
 if __name__ == "__main__":
