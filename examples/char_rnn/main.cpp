@@ -173,10 +173,11 @@ int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
         resume_file.reset();
     }
     // Every rank must read the same text with the same settings and start from the same weights.
-    ranks.require_same(
-        std::hash<std::string>{}(text + model_config.to_json() + train_config.to_json() +
-                                 std::to_string(trainer.step()) + std::to_string(args.steps)),
-        "the text of --data, the settings and the step (a hash of them)");
+    const std::hash<std::string> hash;
+    ranks.require_same((hash(text) * 1099511628211ULL) ^
+                           hash(model_config.to_json() + train_config.to_json() +
+                                std::to_string(trainer.step()) + std::to_string(args.steps)),
+                       "the text of --data, the settings and the step (a hash of them)");
     ranks.share_weights(trainer);
     const std::size_t parameter_count = [&] {
         std::size_t total = 0;
