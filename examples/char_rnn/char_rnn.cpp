@@ -164,35 +164,79 @@ Trainer::Trainer(const ModelConfig& model, const TrainConfig& train, Vocabulary 
     targets_.resize(config_.seq * config_.batch);
 }
 
+void Trainer::set_data_parallel(DataParallel parallel) {
+    if (step_ != 0 || !carried_.empty()) {
+        throw Error("train: set_data_parallel must come before resume() and the first step");
+    }
+    if (parallel.rank >= parallel.ranks) {
+        throw Error(fmt::format("train: rank {} of {} ranks does not exist", parallel.rank,
+                                parallel.ranks));
+    }
+    if (parallel.ranks > config_.batch) {
+        throw Error(fmt::format("train: {} ranks need at least one stream each, but --batch is "
+                                "{}; give --batch {} or more, or start fewer ranks",
+                                parallel.ranks, config_.batch, parallel.ranks));
+    }
+    if (parallel.ranks > 1 &&
+        (!parallel.sum_gradients || !parallel.gather_rows || !parallel.broadcast)) {
+        throw Error("train: a data-parallel run needs sum_gradients, gather_rows and broadcast");
+    }
+    parallel_ = std::move(parallel);
+    const std::size_t streams =
+        parallel_.end_stream(config_.batch) - parallel_.first_stream(config_.batch);
+    inputs_.resize(config_.seq * streams);
+    targets_.resize(config_.seq * streams);
+}
+
 double Trainer::train_step() {
     const std::size_t T = config_.seq;
     const std::size_t B = config_.batch;
+    const std::size_t first = parallel_.first_stream(B); // this rank's streams: [first, +streams)
+    const std::size_t streams = parallel_.end_stream(B) - first;
     const std::size_t window = static_cast<std::size_t>(step_) % windows_;
     if (window == 0) {
-        carried_ = model_.rnn().zero_state(B); // the streams wrap: start from a zero state
+        carried_ = model_.rnn().zero_state(streams); // the streams wrap: start from a zero state
     }
     for (std::size_t t = 0; t < T; ++t) {
-        for (std::size_t b = 0; b < B; ++b) {
-            const std::size_t position = b * stream_length_ + window * T + t;
-            inputs_[t * B + b] = train_[position];
-            targets_[t * B + b] = train_[position + 1];
+        for (std::size_t b = 0; b < streams; ++b) {
+            const std::size_t position = (first + b) * stream_length_ + window * T + t;
+            inputs_[t * streams + b] = train_[position];
+            targets_[t * streams + b] = train_[position + 1];
         }
+    }
+    if (parallel_.ranks > 1) {
+        // Dropout masks from (seed, step, rank): reproducible for a given number of ranks.
+        std::seed_seq seeds{std::uint32_t(config_.seed), std::uint32_t(config_.seed >> 32),
+                            std::uint32_t(step_), std::uint32_t(std::uint64_t(step_) >> 32),
+                            std::uint32_t(parallel_.rank)};
+        model_.rnn().dropout_rng().seed(seeds);
     }
     tape_.clear();
     model_.rnn().set_training(true);
     nn::RecurrentState<float> final_state;
     const Var<float> logits =
-        model_.forward(tape_, inputs_, B, nn::state_on_tape(tape_, carried_), &final_state);
-    const Var<float> loss = cellgrad::cross_entropy<float>(logits, targets_); // mean over B*T
+        model_.forward(tape_, inputs_, streams, nn::state_on_tape(tape_, carried_), &final_state);
+    // Alone: the mean over the T*B predictions. One rank of several: its own predictions' sum
+    // over T*B, so that the ranks' losses and gradients add up to those of the global mean.
+    const Var<float> loss =
+        parallel_.ranks == 1 ? cellgrad::cross_entropy<float>(logits, targets_)
+                             : cellgrad::scale(cellgrad::cross_entropy<float>(
+                                                   logits, targets_, {}, cellgrad::Reduction::sum),
+                                               1.0 / double(T * B));
     optimizer_->zero_grad();
     tape_.backward(loss);
+    double value = loss.item();
+    if (parallel_.ranks > 1) {
+        float total[1] = {float(value)};
+        parallel_.sum_gradients(total); // the clip below sees the global norm
+        value = total[0];
+    }
     if (config_.clip > 0) {
         cellgrad::clip_grad_norm(optimizer_->parameters(), config_.clip);
     }
     optimizer_->step();
     carried_ = nn::detach_state(final_state);
     ++step_;
-    const double value = loss.item();
     // Nothing non-finite may reach a checkpoint: stop here, before the caller can save.
     const Parameter<float>* broken = nullptr;
     for (const Parameter<float>* parameter : optimizer_->parameters()) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -155,13 +156,39 @@ struct EvalResult {
     double bits() const;
 };
 
+/// A trainer's share of a data-parallel run and how it reaches the other ranks (main.cpp fills it
+/// from cellgrad::distributed over MPI). Rank r trains streams [first_stream, end_stream) of the
+/// global batch; the default is one rank training them all.
+struct DataParallel {
+    std::size_t rank = 0;
+    std::size_t ranks = 1;
+    /// Replaces every parameter's gradient, and `extra`, by its sum over the ranks (in rank order:
+    /// the same bits on every rank).
+    std::function<void(std::span<float> extra)> sum_gradients;
+    /// Every rank's rows of `local` stacked in rank order, on rank 0 (an empty tensor elsewhere).
+    std::function<Tensor<float>(const Tensor<float>& local)> gather_rows;
+    /// Rank 0's values copied to every rank.
+    std::function<void(std::span<double> values)> broadcast;
+    /// First stream of `batch` that this rank trains.
+    std::size_t first_stream(std::size_t batch) const { return rank * batch / ranks; }
+    /// One past this rank's last stream.
+    std::size_t end_stream(std::size_t batch) const { return (rank + 1) * batch / ranks; }
+    /// True on the rank that validates, prints and writes files (rank 0).
+    bool leads() const { return rank == 0; }
+};
+
 /// Model + optimizer + the position in the training streams: everything a resume needs.
 class Trainer {
   public:
     /// Fresh model and optimizer over the training text `train` (already encoded).
     Trainer(const ModelConfig& model, const TrainConfig& train, Vocabulary vocabulary,
             std::vector<std::int32_t> train_indices);
-    /// One training step on window `step` of the B streams; returns the mean loss (nats/char).
+    /// Makes this trainer one rank of a data-parallel run: it trains its share of the streams and
+    /// sums gradients over the ranks before clipping and the optimizer step, so every rank steps
+    /// identically. Call before resume() and the first step; throws if a rank would get no stream.
+    void set_data_parallel(DataParallel parallel);
+    /// One training step on window `step` of the B streams (this rank's share of them in a
+    /// data-parallel run); returns the mean loss of all B streams (nats/char).
     double train_step();
     /// Steps done so far.
     std::int64_t step() const { return step_; }
@@ -178,9 +205,11 @@ class Trainer {
     /// Losses and samples at each validation (saved in checkpoints, restored by resume).
     TrainingHistory& history() { return history_; }
     /// Writes weights, optimizer state, step, carried state, RNG state and the best validation
-    /// loss atomically; refuses (throws) if any of them is not finite.
+    /// loss atomically; refuses (throws) if any of them is not finite. In a data-parallel run
+    /// every rank calls it (the carried state of all B streams is gathered) and rank 0 writes.
     void save(const std::filesystem::path& path);
     /// Restores everything save() wrote (exact resume); throws naming the file on any mismatch.
+    /// A checkpoint holds all B streams, so a run may resume with any number of ranks.
     void resume(const std::filesystem::path& path);
     /// resume() from a file already loaded.
     void resume(const cellgrad::io::SafetensorsFile& file);
@@ -197,6 +226,7 @@ class Trainer {
     std::optional<double> best_val_;
     TrainingHistory history_;
     cellgrad::nn::RecurrentStateTensors<float> carried_;
+    DataParallel parallel_;
     cellgrad::Tape<float> tape_;
     std::vector<std::int32_t> inputs_;
     std::vector<std::int32_t> targets_;

@@ -396,6 +396,20 @@ CheckpointInfo read_checkpoint_info(const io::SafetensorsFile& file) {
 }
 
 void Trainer::save(const fs::path& path) {
+    // The carried state of all B streams: gathered from every rank in a data-parallel run.
+    std::vector<std::vector<Tensor<float>>> gathered;
+    if (parallel_.ranks > 1) {
+        for (const auto& layer : carried_) {
+            gathered.emplace_back();
+            for (const Tensor<float>& part : layer) {
+                gathered.back().push_back(parallel_.gather_rows(part));
+            }
+        }
+        if (!parallel_.leads()) {
+            return; // rank 0 writes
+        }
+    }
+    const auto& carried = parallel_.ranks > 1 ? gathered : carried_;
     const std::string where = fmt::format("refusing to save '{}'", path.string());
     std::vector<io::TensorEntry> extra;
     for (const cellgrad::StateTensor<float>& state : optimizer_->state_tensors()) {
@@ -403,11 +417,11 @@ void Trainer::save(const fs::path& path) {
                        where);
         extra.push_back(io::make_entry("optimizer." + state.name, *state.tensor));
     }
-    for (std::size_t i = 0; i < carried_.size(); ++i) {
-        for (std::size_t k = 0; k < carried_[i].size(); ++k) {
+    for (std::size_t i = 0; i < carried.size(); ++i) {
+        for (std::size_t k = 0; k < carried[i].size(); ++k) {
             const std::string name = fmt::format("carry.{}.{}", i, k);
-            require_finite(carried_[i][k].data(), carried_[i][k].size(), name, where);
-            extra.push_back(io::make_entry(name, carried_[i][k]));
+            require_finite(carried[i][k].data(), carried[i][k].size(), name, where);
+            extra.push_back(io::make_entry(name, carried[i][k]));
         }
     }
     io::Metadata metadata;
@@ -459,14 +473,19 @@ void Trainer::resume(const io::SafetensorsFile& file) {
     // A checkpoint written before the first step has no carried state; nor needs one when the
     // next step starts the streams again (it resets the state itself).
     const bool carries = file.has("carry.0.0") || info.step % std::int64_t(windows_) != 0;
-    carried_ = carries ? model_.rnn().zero_state(config_.batch)
-                       : cellgrad::nn::RecurrentStateTensors<float>{};
+    // The file holds all B streams; this rank keeps its own rows (all of them when alone).
+    const std::size_t first = parallel_.first_stream(config_.batch);
+    const std::size_t streams = parallel_.end_stream(config_.batch) - first;
+    carried_ =
+        carries ? model_.rnn().zero_state(streams) : cellgrad::nn::RecurrentStateTensors<float>{};
     for (std::size_t i = 0; i < carried_.size(); ++i) {
         for (std::size_t k = 0; k < carried_[i].size(); ++k) {
             Tensor<float>& target = carried_[i][k];
             const std::string name = fmt::format("carry.{}.{}", i, k);
-            file.read_into(name, target, {target.rows(), target.cols()});
-            require_finite(target.data(), target.size(), name, file.source());
+            Tensor<float> all(config_.batch, target.cols());
+            file.read_into(name, all, {all.rows(), all.cols()});
+            require_finite(all.data(), all.size(), name, file.source());
+            std::copy_n(all.data() + first * all.cols(), target.size(), target.data());
             expected.insert(name);
         }
     }

@@ -20,6 +20,7 @@
 #include "cli.hpp"
 #include "inspect_command.hpp"
 #include "progress.hpp"
+#include "ranks.hpp"
 
 namespace {
 
@@ -103,8 +104,11 @@ std::string loss_text(double nats) {
     return fmt::format("{:.4f} nats/char ({:.3f} bits)", nats, nats / std::numbers::ln2);
 }
 
-int run_train(TrainArguments args) {
+/// Trains as one rank of `ranks` (alone when the job has one): each rank takes its share of the
+/// streams, gradients are summed over the ranks every step, rank 0 validates, prints and writes.
+int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
     check_outputs(args);
+    const bool leads = ranks.rank() == 0;
     cellgrad::set_num_threads(args.threads);
     const std::string text = char_rnn::read_file(args.data);
     char_rnn::Vocabulary vocabulary = char_rnn::Vocabulary::from_text(text);
@@ -126,17 +130,20 @@ int run_train(TrainArguments args) {
         model_config = info.model;
         train_config = info.train;
         vocabulary = info.vocabulary;
-        fmt::print(stderr,
-                   "char_rnn: resuming '{}' at step {}: from the checkpoint: --cell {} --hidden {} "
-                   "--layers {} --embedding {} --dropout {} --forget-bias {} --seq {} --batch {} "
-                   "--optimizer {} --lr {} --clip {} --seed {}, vocabulary, weights, optimizer "
-                   "state{}; from the flags: --data, --steps, --val-fraction, --eval-every, "
-                   "--threads and the output paths\n",
-                   args.resume, info.step, model_config.cell, model_config.hidden,
-                   model_config.layers, model_config.embedding, model_config.dropout,
-                   model_config.forget_bias, train_config.seq, train_config.batch,
-                   train_config.optimizer, train_config.lr, train_config.clip, train_config.seed,
-                   info.best_val ? fmt::format(", best validation loss {}", *info.best_val) : "");
+        if (leads) {
+            fmt::print(
+                stderr,
+                "char_rnn: resuming '{}' at step {}: from the checkpoint: --cell {} --hidden {} "
+                "--layers {} --embedding {} --dropout {} --forget-bias {} --seq {} --batch {} "
+                "--optimizer {} --lr {} --clip {} --seed {}, vocabulary, weights, optimizer "
+                "state{}; from the flags: --data, --steps, --val-fraction, --eval-every, "
+                "--threads and the output paths\n",
+                args.resume, info.step, model_config.cell, model_config.hidden, model_config.layers,
+                model_config.embedding, model_config.dropout, model_config.forget_bias,
+                train_config.seq, train_config.batch, train_config.optimizer, train_config.lr,
+                train_config.clip, train_config.seed,
+                info.best_val ? fmt::format(", best validation loss {}", *info.best_val) : "");
+        }
     }
     std::optional<cellgrad::io::SafetensorsFile> init_file;
     if (!args.init.empty()) {
@@ -157,6 +164,7 @@ int run_train(TrainArguments args) {
     const std::span<const std::int32_t> val_part(all.data() + train_size, all.size() - train_size);
 
     char_rnn::Trainer trainer(model_config, train_config, vocabulary, std::move(train_part));
+    trainer.set_data_parallel(ranks.data_parallel(trainer));
     if (init_file) {
         char_rnn::load_weights(*init_file, trainer.model());
     }
@@ -164,6 +172,13 @@ int run_train(TrainArguments args) {
         trainer.resume(*resume_file);
         resume_file.reset();
     }
+    // Every rank must read the same text with the same settings and start from the same weights.
+    const std::hash<std::string> hash;
+    ranks.require_same((hash(text) * 1099511628211ULL) ^
+                           hash(model_config.to_json() + train_config.to_json() +
+                                std::to_string(trainer.step()) + std::to_string(args.steps)),
+                       "the text of --data, the settings and the step (a hash of them)");
+    ranks.share_weights(trainer);
     const std::size_t parameter_count = [&] {
         std::size_t total = 0;
         for (auto* parameter : trainer.model().parameters()) {
@@ -171,12 +186,19 @@ int run_train(TrainArguments args) {
         }
         return total;
     }();
-    fmt::print(stderr,
-               "char_rnn: {} ({} x {}, embedding {}), {} parameters, vocabulary {}, {} train / {} "
-               "val chars, {} windows per epoch, {} threads, openblas core {}\n",
-               model_config.cell, model_config.layers, model_config.hidden, model_config.embedding,
-               parameter_count, vocabulary.size(), train_size, val_part.size(),
-               trainer.windows_per_epoch(), args.threads, cellgrad::blas_core_name());
+    if (leads) {
+        fmt::print(
+            stderr,
+            "char_rnn: {} ({} x {}, embedding {}), {} parameters, vocabulary {}, {} train / {} "
+            "val chars, {} windows per epoch, {} threads, openblas core {}{}\n",
+            model_config.cell, model_config.layers, model_config.hidden, model_config.embedding,
+            parameter_count, vocabulary.size(), train_size, val_part.size(),
+            trainer.windows_per_epoch(), args.threads, cellgrad::blas_core_name(),
+            ranks.size() > 1 ? fmt::format(", {} ranks sharing the {} streams (rank 0 "
+                                           "validates and writes)",
+                                           ranks.size(), train_config.batch)
+                             : std::string());
+    }
 
     const auto start = Clock::now();
     double train_seconds = 0;
@@ -203,7 +225,11 @@ int run_train(TrainArguments args) {
         if (val_part.size() < 2) {
             return;
         }
-        val_nats = char_rnn::evaluate(trainer.model(), val_part).nats;
+        // Rank 0 validates; every rank then knows the loss (for --best, a collective save).
+        if (leads) {
+            val_nats = char_rnn::evaluate(trainer.model(), val_part).nats;
+        }
+        val_nats = ranks.share(val_nats);
         if (val_nats > diverged_above) {
             progress.finish();
             throw cellgrad::Error(fmt::format(
@@ -230,7 +256,9 @@ int run_train(TrainArguments args) {
         taste.seed = std::uint64_t(trainer.step());
         taste.prime =
             std::string(1, char(vocabulary.contains('\n') ? '\n' : vocabulary.bytes()[0]));
-        trainer.history().add_sample(trainer.step(), char_rnn::sample(trainer.model(), taste));
+        if (leads) { // only rank 0 writes the history
+            trainer.history().add_sample(trainer.step(), char_rnn::sample(trainer.model(), taste));
+        }
         if (!args.best.empty() && !(trainer.best_val() && *trainer.best_val() <= val_nats)) {
             trainer.set_best_val(val_nats);
             trainer.save(args.best);
@@ -271,10 +299,12 @@ int run_train(TrainArguments args) {
         const double rate = done * tokens_per_step / std::max(train_seconds, 1e-9);
         const double eta = seconds_since(start) / done * double(last_step - trainer.step());
         const std::string val = std::isnan(val_nats) ? std::string("-") : loss_text(val_nats);
-        progress.show(trainer.step(),
-                      fmt::format("train {} val {} {:.0f} tok/s ETA {:.0f}s",
-                                  loss_text(smoothed_loss), val, rate, eta),
-                      evaluate_now);
+        if (leads) {
+            progress.show(trainer.step(),
+                          fmt::format("train {} val {} {:.0f} tok/s ETA {:.0f}s",
+                                      loss_text(smoothed_loss), val, rate, eta),
+                          evaluate_now);
+        }
     }
     if (args.eval_every <= 0 && val_part.size() >= 2) {
         validate();
@@ -299,9 +329,12 @@ int run_train(TrainArguments args) {
         {"train_seconds", train_seconds},
         {"wall_seconds", wall},
         {"threads", args.threads},
+        {"ranks", ranks.size()},
         {"blas_core", cellgrad::blas_core_name()},
     };
-    fmt::print("{}\n", summary.dump());
+    if (leads) {
+        fmt::print("{}\n", summary.dump());
+    }
     return 0;
 }
 
@@ -460,6 +493,7 @@ int main(int argc, char** argv) {
     CLI::App* inspect_command = char_rnn::add_inspect_command(app, inspect);
 
     CLI11_PARSE(app, argc, argv);
+    std::unique_ptr<char_rnn::Ranks> ranks; // outlives the try block: an error must reach MPI
     try {
         if (train_command->parsed()) {
             for (const CLI::Option* option : train_command->get_options()) {
@@ -467,7 +501,8 @@ int main(int argc, char** argv) {
                     train.given.insert(option->get_name());
                 }
             }
-            return run_train(train);
+            ranks = std::make_unique<char_rnn::Ranks>(argc, argv); // MPI, under mpirun
+            return run_train(train, *ranks);
         }
         if (eval_command->parsed()) {
             return run_eval(checkpoint, data, as_json, threads);
@@ -484,6 +519,12 @@ int main(int argc, char** argv) {
         std::fputc('\n', stdout);
         return 0;
     } catch (const std::exception& error) {
+        if (ranks && ranks->size() > 1) {
+            // The other ranks would wait for this one forever: end the whole job.
+            fmt::print(stderr, "char_rnn: rank {} of {}: error: {}\n", ranks->rank(), ranks->size(),
+                       error.what());
+            ranks->abort(1);
+        }
         fmt::print(stderr, "char_rnn: error: {}\n", error.what());
         return 1;
     }
