@@ -150,8 +150,8 @@ class CellgradStep : public bench::TrainingStep {
         return out;
     }
 
-    /// Bytes the tape's arena holds: node values and gradients of the largest step so far.
-    std::size_t arena_bytes() const { return tape_.arena_capacity() * sizeof(float); }
+    /// Bytes the tape holds: node values and gradients of the largest step so far.
+    std::size_t arena_bytes() const { return tape_.memory_bytes(); }
 
   private:
     /// One layer of the shape's cell (nn::make_recurrent: lstm, gru, rnn or a variant).

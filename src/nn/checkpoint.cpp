@@ -40,6 +40,7 @@ class CheckpointSegments : public TapeExtension<T> {
     void begin_backward(Tape<T>&) override {}
     void reached(Tape<T>&, NodeId) override {}
     void clear() override { segments.clear(); }
+    std::size_t bytes() const override { return scratch.memory_bytes(); }
     std::vector<std::unique_ptr<Segment<T>>> segments;
     Tape<T> scratch;
 };
