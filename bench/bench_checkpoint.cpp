@@ -37,8 +37,8 @@ struct Options {
     std::size_t batch = 32;
     std::string cell = "lstm";
     int threads = 2;
-    std::size_t timed = 2;      ///< timed steps after one warm-up step (median)
-    double max_full_gb = 8.0;   ///< skip a full-graph run whose estimate exceeds this
+    std::size_t timed = 2;       ///< timed steps after one warm-up step (median)
+    double max_full_gb = 8.0;    ///< skip a full-graph run whose estimate exceeds this
     std::size_t probe_steps = 0; ///< internal: this process measures T = probe_steps
     std::size_t probe_k = 0;     ///< internal: with this checkpoint_steps (0: the full graph)
 };
@@ -60,8 +60,8 @@ std::pair<double, double> resident_bytes() {
 
 /// One measured configuration.
 struct Figures {
-    double peak_bytes = std::nan("");  ///< VmHWM - VmRSS before the model was built
-    double tape_bytes = std::nan("");  ///< Tape::memory_bytes() after the steps
+    double peak_bytes = std::nan("");   ///< VmHWM - VmRSS before the model was built
+    double tape_bytes = std::nan("");   ///< Tape::memory_bytes() after the steps
     double step_seconds = std::nan(""); ///< median over the timed steps
     double loss = std::nan("");
 };
@@ -211,16 +211,14 @@ int main(int argc, char** argv) {
                                      checkpointed.peak_bytes / 1e6, checkpointed.step_seconds,
                                      load_average());
             const auto mb = [](double bytes) { return fmt::format("{:.0f}", bytes / 1e6); };
-            rows += fmt::format(
-                "| {} | full graph | {} | {} | {} | {} |\n", steps,
-                full_note.empty() ? mb(full.peak_bytes) : full_note,
-                full_note.empty() ? mb(full.tape_bytes) : "-",
-                full_note.empty() ? fmt::format("{:.2f}", full.step_seconds) : "-",
-                full_note.empty() ? fmt::format("{:.4f}", full.loss) : "-");
+            rows += fmt::format("| {} | full graph | {} | {} | {} | {} |\n", steps,
+                                full_note.empty() ? mb(full.peak_bytes) : full_note,
+                                full_note.empty() ? mb(full.tape_bytes) : "-",
+                                full_note.empty() ? fmt::format("{:.2f}", full.step_seconds) : "-",
+                                full_note.empty() ? fmt::format("{:.4f}", full.loss) : "-");
             rows += fmt::format("| {} | checkpoint_steps = {} | {} | {} | {:.2f} | {:.4f} |\n",
-                                steps, k, mb(checkpointed.peak_bytes),
-                                mb(checkpointed.tape_bytes), checkpointed.step_seconds,
-                                checkpointed.loss);
+                                steps, k, mb(checkpointed.peak_bytes), mb(checkpointed.tape_bytes),
+                                checkpointed.step_seconds, checkpointed.loss);
         }
         const std::chrono::duration<double> wall = std::chrono::steady_clock::now() - start;
         fmt::print("## Long sequences: activation checkpointing\n\n");

@@ -521,10 +521,10 @@ struct Options {
     std::uint64_t seed = 1;
     bool torch = true;
     bool onednn = true;
-    bool memory = true;       ///< probe each contender's peak memory in a child process
+    bool memory = true; ///< probe each contender's peak memory in a child process
     bool check_onednn = false;
     std::string memory_probe; ///< internal: this process is the child probing this contender
-    std::string only; ///< run only the contender of this name (for profiling); empty: all
+    std::string only;         ///< run only the contender of this name (for profiling); empty: all
 };
 
 /// The row's batch: B*T time-major input and target token ids drawn from `seed`.
@@ -543,8 +543,8 @@ std::pair<std::vector<std::int32_t>, std::vector<std::int32_t>> make_tokens(std:
 /// The child's side of probe_memory: builds only `options.memory_probe` for the first config and
 /// cell, runs 3 steps at 1 thread and prints "memory-probe <peak bytes> <component bytes>".
 int run_memory_probe(const Config& config, const std::string& cell, const Options& options) {
-    const StepShape shape{cell, config.batch, config.steps, config.input, config.hidden,
-                          vocab_size};
+    const StepShape shape{cell,         config.batch,  config.steps,
+                          config.input, config.hidden, vocab_size};
     const auto [inputs, targets] = make_tokens(config.batch * config.steps, options.seed);
     cellgrad::set_num_threads(1);
     openblas_set_num_threads(1);
@@ -572,7 +572,8 @@ int run_memory_probe(const Config& config, const std::string& cell, const Option
         step = onednn_step;
 #endif
     } else {
-        throw cellgrad::Error(fmt::format("--memory-probe {}: no such contender in this build", name));
+        throw cellgrad::Error(
+            fmt::format("--memory-probe {}: no such contender in this build", name));
     }
     for (int round = 0; round < 3; ++round) {
         step->step();
@@ -658,8 +659,8 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
     if (options.onednn && bench::onednn_supports(cell)) {
         for (int onednn_threads = threads; onednn_threads >= 1; --onednn_threads) {
             // Its best thread count: every count up to the row's, each with its own model.
-            std::shared_ptr<bench::OnednnStep> onednn_step = bench::make_onednn_step(
-                shape, inputs, targets, options.lr, nullptr, options.seed);
+            std::shared_ptr<bench::OnednnStep> onednn_step =
+                bench::make_onednn_step(shape, inputs, targets, options.lr, nullptr, options.seed);
             onednn_implementation = onednn_step->implementation();
             contenders.emplace_back(
                 fmt::format("onednn-{}", onednn_threads),
@@ -964,15 +965,17 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
             text += fmt::format(
                 "| {} | {} | {} | {} | {} | {} | {} | {:.2f} | {:.2f} | {} | {} | {} | {} |\n",
                 row.config, row.cell, row.threads, format_rate(row.tokens / row.cellgrad_seconds),
-                format_rate(row.tokens / row.cellgrad_embedded_seconds), format_rate(row.tokens / best),
-                at, best / row.cellgrad_seconds, best / row.cellgrad_embedded_seconds,
+                format_rate(row.tokens / row.cellgrad_embedded_seconds),
+                format_rate(row.tokens / best), at, best / row.cellgrad_seconds,
+                best / row.cellgrad_embedded_seconds,
                 rate(row.projected_flops, row.cellgrad_seconds),
                 rate(row.flops, row.cellgrad_embedded_seconds), rate(row.flops, best),
                 rate(row.flops, row.sgemm_seconds));
         }
         text += "\noneDNN tokens/s by thread count (OpenMP threads), in the interleaved rounds and "
                 "back to back:\n\n";
-        text += "| config | cell | threads | oneDNN threads | rounds tok/s | back to back tok/s |\n";
+        text +=
+            "| config | cell | threads | oneDNN threads | rounds tok/s | back to back tok/s |\n";
         text += "|---|---|---:|---:|---:|---:|\n";
         for (const Row& row : rows) {
             for (const auto& [name, rounds, back_to_back] : row.onednn_seconds) {
@@ -1001,9 +1004,10 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
             std::string cells[4] = {"-", "-", "-", "-"};
             double cellgrad_peak = std::nan(""), torch_peak = std::nan("");
             for (const auto& [name, figures] : row.memory) {
-                const int column = name == "cellgrad" ? 0 : name == "cellgrad-embedded" ? 1
-                                                        : name == "LibTorch"          ? 2
-                                                                                      : 3;
+                const int column = name == "cellgrad"            ? 0
+                                   : name == "cellgrad-embedded" ? 1
+                                   : name == "LibTorch"          ? 2
+                                                                 : 3;
                 cells[column] = fmt::format("{:.1f}", figures.peak_bytes / 1e6);
                 if (std::isfinite(figures.component_bytes)) {
                     cells[column] += fmt::format(" ({:.1f})", figures.component_bytes / 1e6);
@@ -1015,8 +1019,7 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
                 }
             }
             text += fmt::format("| {} | {} | {} | {} | {} | {} | {:.2f} |\n", row.config, row.cell,
-                                cells[0], cells[1], cells[2], cells[3],
-                                cellgrad_peak / torch_peak);
+                                cells[0], cells[1], cells[2], cells[3], cellgrad_peak / torch_peak);
         }
     }
 
@@ -1075,14 +1078,14 @@ int check_onednn([[maybe_unused]] const Options& options) {
         stepped_reference = reference.loss_and_gradients();
         stepped = onednn->loss_and_gradients();
         match = match && std::abs(stepped - stepped_reference) <= 1e-5 * stepped_reference;
-        detail += fmt::format("; after 3 SGD steps loss {:.7f} vs {:.7f}", stepped,
-                              stepped_reference);
+        detail +=
+            fmt::format("; after 3 SGD steps loss {:.7f} vs {:.7f}", stepped, stepped_reference);
         fmt::print("{} {}: {} ({})\n", cell, match ? "match" : "MISMATCH", detail,
                    onednn->implementation());
         all_match = all_match && match;
     }
-    fmt::print("oneDNN check: {}\n", all_match ? "every cell matches cellgrad"
-                                               : "a cell does not match (see above)");
+    fmt::print("oneDNN check: {}\n",
+               all_match ? "every cell matches cellgrad" : "a cell does not match (see above)");
     return all_match ? 0 : 1;
 #else
     std::cerr << "bench_training: --check-onednn needs the oneDNN peer (libdnnl-dev)\n";

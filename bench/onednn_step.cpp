@@ -116,8 +116,8 @@ class Step final : public OnednnStep {
     dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
     dnnl::stream stream_{engine_};
     std::vector<std::vector<float>> buffers_; // storage of every memory below (stable addresses)
-    std::vector<float> embedding_, d_embedding_, decoder_w_, d_decoder_w_, decoder_b_,
-        d_decoder_b_, logits_;
+    std::vector<float> embedding_, d_embedding_, decoder_w_, d_decoder_w_, decoder_b_, d_decoder_b_,
+        logits_;
     dnnl::rnn_primitive_desc_base forward_pd_, backward_pd_;
     dnnl::primitive forward_, backward_;
     memory src_layer_, zero_h_, zero_c_, weights_layer_, weights_iter_, bias_, dst_layer_,
@@ -137,8 +137,7 @@ Step::Step(const StepShape& shape, std::vector<std::int32_t> inputs,
       inputs_(std::move(inputs)), targets_(std::move(targets)), lr_(float(lr)) {
     buffers_.reserve(40);
     const auto T = memory::dim(s_.steps), N = memory::dim(s_.batch), E = memory::dim(s_.input),
-               H = memory::dim(s_.hidden), G = memory::dim(gates_),
-               GB = memory::dim(bias_gates_);
+               H = memory::dim(s_.hidden), G = memory::dim(gates_), GB = memory::dim(bias_gates_);
     const auto f32 = memory::data_type::f32;
     const memory::desc src_layer({T, N, E}, f32, Tag::tnc), state({1, 1, N, H}, f32, Tag::ldnc),
         weights_layer({1, 1, E, G, H}, f32, Tag::any), weights_iter({1, 1, H, G, H}, f32, Tag::any),
@@ -182,8 +181,8 @@ Step::Step(const StepShape& shape, std::vector<std::int32_t> inputs,
     workspace_ = make_memory(forward_pd_.workspace_desc());
     weights_reordered_ = backward_pd_.weights_layer_desc() != forward_pd_.weights_layer_desc() ||
                          backward_pd_.weights_iter_desc() != forward_pd_.weights_iter_desc();
-    weights_layer_bwd_ = weights_reordered_ ? make_memory(backward_pd_.weights_layer_desc())
-                                            : weights_layer_;
+    weights_layer_bwd_ =
+        weights_reordered_ ? make_memory(backward_pd_.weights_layer_desc()) : weights_layer_;
     weights_iter_bwd_ =
         weights_reordered_ ? make_memory(backward_pd_.weights_iter_desc()) : weights_iter_;
     diff_src_layer_ = make_memory(src_layer);
@@ -198,9 +197,8 @@ Step::Step(const StepShape& shape, std::vector<std::int32_t> inputs,
     gradients_reordered_ =
         backward_pd_.diff_weights_layer_desc() != forward_pd_.weights_layer_desc() ||
         backward_pd_.diff_weights_iter_desc() != forward_pd_.weights_iter_desc();
-    diff_weights_layer_fwd_ = gradients_reordered_
-                                  ? make_memory(forward_pd_.weights_layer_desc())
-                                  : diff_weights_layer_;
+    diff_weights_layer_fwd_ =
+        gradients_reordered_ ? make_memory(forward_pd_.weights_layer_desc()) : diff_weights_layer_;
     diff_weights_iter_fwd_ =
         gradients_reordered_ ? make_memory(forward_pd_.weights_iter_desc()) : diff_weights_iter_;
 
@@ -223,11 +221,13 @@ Step::Step(const StepShape& shape, std::vector<std::int32_t> inputs,
     std::uniform_real_distribution<float> uniform(-bound, bound);
     ModelTensors drawn;
     const std::size_t gh = gates_ * s_.hidden;
-    const std::pair<const char*, std::size_t> sizes[] = {
-        {"embedding.weight", V * s_.input}, {"rnn.weight_ih_l0", gh * s_.input},
-        {"rnn.weight_hh_l0", gh * s_.hidden}, {"rnn.bias_ih_l0", gh},
-        {"rnn.bias_hh_l0", gh}, {"decoder.weight", V * s_.hidden},
-        {"decoder.bias", V}};
+    const std::pair<const char*, std::size_t> sizes[] = {{"embedding.weight", V * s_.input},
+                                                         {"rnn.weight_ih_l0", gh * s_.input},
+                                                         {"rnn.weight_hh_l0", gh * s_.hidden},
+                                                         {"rnn.bias_ih_l0", gh},
+                                                         {"rnn.bias_hh_l0", gh},
+                                                         {"decoder.weight", V * s_.hidden},
+                                                         {"decoder.bias", V}};
     for (const auto& [name, size] : sizes) {
         drawn.names.emplace_back(name);
         drawn.values.emplace_back(size);
@@ -298,11 +298,14 @@ double Step::loss_and_gradients() {
     for (std::int64_t r = 0; r < rows; ++r) {
         std::copy_n(&embedding_[std::size_t(inputs_[r]) * E], E, src + r * std::int64_t(E));
     }
-    std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC_LAYER, src_layer_},   {DNNL_ARG_SRC_ITER, zero_h_},
-        {DNNL_ARG_WEIGHTS_LAYER, weights_layer_}, {DNNL_ARG_WEIGHTS_ITER, weights_iter_},
-        {DNNL_ARG_BIAS, bias_},             {DNNL_ARG_DST_LAYER, dst_layer_},
-        {DNNL_ARG_DST_ITER, dst_iter_},     {DNNL_ARG_WORKSPACE, workspace_}};
+    std::unordered_map<int, memory> args = {{DNNL_ARG_SRC_LAYER, src_layer_},
+                                            {DNNL_ARG_SRC_ITER, zero_h_},
+                                            {DNNL_ARG_WEIGHTS_LAYER, weights_layer_},
+                                            {DNNL_ARG_WEIGHTS_ITER, weights_iter_},
+                                            {DNNL_ARG_BIAS, bias_},
+                                            {DNNL_ARG_DST_LAYER, dst_layer_},
+                                            {DNNL_ARG_DST_ITER, dst_iter_},
+                                            {DNNL_ARG_WORKSPACE, workspace_}};
     if (s_.cell == "lstm") {
         args[DNNL_ARG_SRC_ITER_C] = zero_c_;
         args[DNNL_ARG_DST_ITER_C] = dst_iter_c_;
@@ -418,9 +421,10 @@ ModelTensors Step::gradients() const {
     auto& self = const_cast<Step&>(*this);
     const auto to_torch = [&](const memory& diff, std::size_t in) {
         std::vector<float> user(gh * in), torch(gh * in);
-        self.reorder(diff, memory({{1, 1, memory::dim(in), memory::dim(gates_), memory::dim(H)},
-                                   f32, Tag::ldgoi},
-                                  engine_, user.data()));
+        self.reorder(
+            diff,
+            memory({{1, 1, memory::dim(in), memory::dim(gates_), memory::dim(H)}, f32, Tag::ldgoi},
+                   engine_, user.data()));
         self.stream_.wait();
         permute_gates(s_.cell, gates_, H * in, user.data(), torch.data());
         return torch;
@@ -450,8 +454,8 @@ std::size_t Step::owned_bytes() const {
     for (const std::vector<float>& buffer : buffers_) {
         total += buffer.size() * sizeof(float);
     }
-    for (const std::vector<float>* buffer : {&embedding_, &d_embedding_, &decoder_w_,
-                                             &d_decoder_w_, &decoder_b_, &d_decoder_b_, &logits_}) {
+    for (const std::vector<float>* buffer : {&embedding_, &d_embedding_, &decoder_w_, &d_decoder_w_,
+                                             &decoder_b_, &d_decoder_b_, &logits_}) {
         total += buffer->size() * sizeof(float);
     }
     return total;
@@ -512,11 +516,11 @@ void set_onednn_threads(int threads) {
 
 std::string onednn_description() {
     const dnnl_version_t* version = dnnl::version();
-    const char* runtime = version->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP"
+    const char* runtime = version->cpu_runtime == DNNL_RUNTIME_OMP   ? "OpenMP"
                           : version->cpu_runtime == DNNL_RUNTIME_TBB ? "TBB"
                                                                      : "other runtime";
-    return "oneDNN " + std::to_string(version->major) + "." + std::to_string(version->minor) +
-           "." + std::to_string(version->patch) + " (" + runtime + ", effective ISA " +
+    return "oneDNN " + std::to_string(version->major) + "." + std::to_string(version->minor) + "." +
+           std::to_string(version->patch) + " (" + runtime + ", effective ISA " +
            isa_name(dnnl::get_effective_cpu_isa()) + ")";
 }
 

@@ -35,8 +35,8 @@ class OnednnStep : public TrainingStep {
 };
 
 /// The oneDNN step for `shape` ("lstm", "gru" = linear-before-reset GRU, "rnn" = tanh) on
-/// time-major token ids, with initial values `init` (PyTorch layouts, see ModelTensors in training_step.hpp) or, when
-/// `init` is null, PyTorch's init drawn from `seed`.
+/// time-major token ids, with initial values `init` (PyTorch layouts, see ModelTensors in
+/// training_step.hpp) or, when `init` is null, PyTorch's init drawn from `seed`.
 std::unique_ptr<OnednnStep> make_onednn_step(const StepShape& shape,
                                              const std::vector<std::int32_t>& inputs,
                                              const std::vector<std::int32_t>& targets, double lr,

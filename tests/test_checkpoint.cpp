@@ -132,9 +132,9 @@ TEST_CASE("checkpointed layers give the full graph's values and gradients") {
         std::size_t layers;
         bool bidirectional;
     };
-    for (const Case& c : {Case{"lstm", 1, false}, Case{"gru", 1, false}, Case{"rnn", 1, false},
-                          Case{"lstm", 2, true}, Case{"gru", 2, true},
-                          Case{"peephole-lstm", 1, false}}) {
+    for (const Case& c :
+         {Case{"lstm", 1, false}, Case{"gru", 1, false}, Case{"rnn", 1, false},
+          Case{"lstm", 2, true}, Case{"gru", 2, true}, Case{"peephole-lstm", 1, false}}) {
         const Run<float> full(c.cell, c.layers, c.bidirectional, 0);
         for (const std::size_t k : {std::size_t(1), std::size_t(3), kSteps, kSteps + 5}) {
             CAPTURE(c.cell);

@@ -263,9 +263,10 @@ std::string gnuplot_script(const std::vector<ModelEntry>& models, const Argument
 /// Runs the lab as `args` says; returns the exit code.
 int run(const Arguments& args) {
     // The largest model of the lab is an LSTM (4 gate blocks); its training batch sets the rule.
-    const int threads = args.threads > 0 ? args.threads
-                                         : cellgrad::suggested_threads(args.train_batch,
-                                                                       4 * args.hidden, args.hidden);
+    const int threads =
+        args.threads > 0
+            ? args.threads
+            : cellgrad::suggested_threads(args.train_batch, 4 * args.hidden, args.hidden);
     cellgrad::set_num_threads(threads);
     const auto start = Clock::now();
     const std::size_t steps = args.steps_per_sequence;

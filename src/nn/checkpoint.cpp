@@ -16,10 +16,10 @@ struct Segment {
     Tape<T>* scratch = nullptr;
     std::size_t first = 0, count = 0, batch = 0, hidden = 0, states = 0;
     bool reverse = false;
-    NodeId input = 0;                  ///< the segment's input rows (count*B, input_size)
-    bool has_previous = false;         ///< initial state = the previous segment's final state
-    NodeId previous = 0;               ///< that segment's node
-    std::vector<NodeId> initial;       ///< else: the run's initial state nodes
+    NodeId input = 0;            ///< the segment's input rows (count*B, input_size)
+    bool has_previous = false;   ///< initial state = the previous segment's final state
+    NodeId previous = 0;         ///< that segment's node
+    std::vector<NodeId> initial; ///< else: the run's initial state nodes
     const Segment* previous_segment = nullptr;
 
     /// Row of state `s` after the segment's last step in the node: h sits in the output rows of
@@ -104,8 +104,7 @@ std::vector<View<const T>> initial_values(const Tape<T>& tape, const Segment<T>&
     for (std::size_t s = 0; s < segment.states; ++s) {
         if (segment.has_previous) {
             const View<const T> all = tape.node(segment.previous).value;
-            values.push_back(
-                rows_of(all, segment.previous_segment->state_row(s), segment.batch));
+            values.push_back(rows_of(all, segment.previous_segment->state_row(s), segment.batch));
         } else {
             values.push_back(tape.node(segment.initial[s]).value);
         }
@@ -127,7 +126,7 @@ void segment_backward(Tape<T>& tape, NodeId self) {
     scratch.clear();
     const bool input_grad = tape.node(segment.input).requires_grad;
     const SegmentGraph<T> graph = run_steps<T>(segment, scratch, tape.node(segment.input).value,
-                                            initial_values(tape, segment), true, input_grad);
+                                               initial_values(tape, segment), true, input_grad);
     std::vector<Var<T>> parts = graph.outputs;
     for (std::size_t s = 1; s < segment.states; ++s) {
         parts.push_back(graph.final[s]);
@@ -226,9 +225,9 @@ CheckpointedRun<T> run_checkpointed(Cell<T>& cell, const Var<T>& input, std::siz
         store.scratch.clear();
         {
             NoGradGuard no_grad; // the forward keeps nothing of the steps but what it copies out
-            const SegmentGraph<T> graph = run_steps<T>(segment, store.scratch,
-                                                    tape.node(segment.input).value,
-                                                    initial_values(tape, segment), false, false);
+            const SegmentGraph<T> graph =
+                run_steps<T>(segment, store.scratch, tape.node(segment.input).value,
+                             initial_values(tape, segment), false, false);
             const View<T> value = tape.node(id).value;
             for (std::size_t local = 0; local < count; ++local) {
                 copy_rows<T>(graph.outputs[local].value(), rows_of(value, local * batch, batch));
@@ -257,8 +256,7 @@ CheckpointedRun<T> run_checkpointed(Cell<T>& cell, const Var<T>& input, std::siz
     }
     const Segment<T>& last = *plans.back();
     for (std::size_t s = 0; s < S; ++s) {
-        run.final.push_back(
-            slice_rows(nodes.back(), last.state_row(s), last.state_row(s) + batch));
+        run.final.push_back(slice_rows(nodes.back(), last.state_row(s), last.state_row(s) + batch));
     }
     return run;
 }

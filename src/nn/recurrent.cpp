@@ -179,9 +179,9 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
                 tape, fmt::format("{}.l{}.{}", kind_, layer, direction == 0 ? "fwd" : "bwd"));
             if (checkpointed) {
                 const std::vector<Var<T>> start =
-                    initial.empty() ? std::vector<Var<T>>(cell.state_size(),
-                                                          tape.constant(Tensor<T>(batch, H)))
-                                    : initial[index];
+                    initial.empty()
+                        ? std::vector<Var<T>>(cell.state_size(), tape.constant(Tensor<T>(batch, H)))
+                        : initial[index];
                 detail::CheckpointedRun<T> run = detail::run_checkpointed(
                     cell, layer_input, batch, start, direction == 1, options_.checkpoint_steps);
                 outputs[direction] = std::move(run.outputs);
