@@ -142,16 +142,23 @@ TEST_CASE("checkpointed layers give the full graph's values and gradients") {
             CAPTURE(c.bidirectional);
             CAPTURE(k);
             const Run<float> checkpointed(c.cell, c.layers, c.bidirectional, k);
-            CHECK(checkpointed.loss == full.loss);
-            CHECK(bitwise_equal(checkpointed.output, full.output));
-            CHECK(bitwise_equal(checkpointed.input_grad, full.input_grad));
+            // Bitwise while each segment's input projection (k*B rows) takes the same BLAS kernel
+            // as the full graph's (T*B rows). OpenBLAS switches kernels for tiny products: at
+            // k = 1 (4 rows) the 2-layer runs differ in the last bits, so k = 1 is held to
+            // float rounding instead.
+            const auto same = [&](const Tensor<float>& a, const Tensor<float>& b) {
+                return k >= 3 ? bitwise_equal(a, b) : relative_difference(a, b) < 1e-5;
+            };
+            CHECK(std::abs(checkpointed.loss - full.loss) <= (k >= 3 ? 0.0 : 1e-6 * full.loss));
+            CHECK(same(checkpointed.output, full.output));
+            CHECK(same(checkpointed.input_grad, full.input_grad));
             REQUIRE(checkpointed.initial_grads.size() == full.initial_grads.size());
             for (std::size_t i = 0; i < full.initial_grads.size(); ++i) {
-                CHECK(bitwise_equal(checkpointed.initial_grads[i], full.initial_grads[i]));
+                CHECK(same(checkpointed.initial_grads[i], full.initial_grads[i]));
             }
             REQUIRE(checkpointed.final_state.size() == full.final_state.size());
             for (std::size_t i = 0; i < full.final_state.size(); ++i) {
-                CHECK(bitwise_equal(checkpointed.final_state[i], full.final_state[i]));
+                CHECK(same(checkpointed.final_state[i], full.final_state[i]));
             }
             // One segment (k >= T) sums every weight gradient exactly as the full graph; several
             // sum them per segment, which rounds differently in float.
