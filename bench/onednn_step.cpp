@@ -404,7 +404,18 @@ void Step::sgd() {
     };
     update(data(weights_layer_), data(diff_weights_layer_fwd_), floats(weights_layer_));
     update(data(weights_iter_), data(diff_weights_iter_fwd_), floats(weights_iter_));
-    update(data(bias_), data(diff_bias_), floats(bias_));
+    // oneDNN's bias of a gate is PyTorch's b_ih + b_hh, and SGD moves each of those by lr times
+    // the same gradient: the sum moves by 2 lr. The GRU's candidate keeps two biases (blocks 2
+    // and 3 of the linear-before-reset layout), each moving by lr.
+    float* bias = data(bias_);
+    const float* d_bias = data(diff_bias_);
+    const std::size_t H = s_.hidden;
+    for (std::size_t g = 0; g < bias_gates_; ++g) {
+        const float rate = s_.cell == "gru" && g >= 2 ? lr_ : 2.0f * lr_;
+        for (std::size_t o = 0; o < H; ++o) {
+            bias[g * H + o] -= rate * d_bias[g * H + o];
+        }
+    }
     update(embedding_.data(), d_embedding_.data(), embedding_.size());
     update(decoder_w_.data(), d_decoder_w_.data(), decoder_w_.size());
     update(decoder_b_.data(), d_decoder_b_.data(), decoder_b_.size());
