@@ -33,6 +33,12 @@ struct Segment {
     }
 };
 
+/// A segment node's attribute record: its plan (owned by CheckpointSegments).
+template <class T>
+struct SegmentRef {
+    const Segment<T>* plan;
+};
+
 /// The segments of one tape pass and the scratch tape they run on; dropped by clear().
 template <class T>
 class CheckpointSegments : public TapeExtension<T> {
@@ -119,7 +125,7 @@ std::vector<View<const T>> initial_values(const Tape<T>& tape, const Segment<T>&
 /// result overwrites those rows (they then hold the whole dL/dh of the boundary).
 template <class T>
 void segment_backward(Tape<T>& tape, NodeId self) {
-    const Segment<T>& segment = *tape.template attributes<const Segment<T>*>(self);
+    const Segment<T>& segment = *tape.template attributes<SegmentRef<T>>(self).plan;
     const View<const T> grad = tape.node(self).grad;
     const std::size_t B = segment.batch;
     Tape<T>& scratch = *segment.scratch;
@@ -238,7 +244,7 @@ CheckpointedRun<T> run_checkpointed(Cell<T>& cell, const Var<T>& input, std::siz
         }
         const Segment<T>* plan = owned.get();
         store.segments.push_back(std::move(owned));
-        tape.set_attributes(id, plan);
+        tape.set_attributes(id, SegmentRef<T>{plan});
         tape.set_backward(id, &segment_backward<T>);
         nodes.emplace_back(&tape, id);
         plans.push_back(plan);
