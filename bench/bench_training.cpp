@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -15,6 +17,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -26,6 +29,12 @@
 #include <cellgrad/optim/sgd.hpp>
 
 #include "torch_step.hpp"
+#ifdef CELLGRAD_BENCH_WITH_ONEDNN
+#include "onednn_step.hpp"
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -111,6 +120,13 @@ class CellgradStep : public bench::TrainingStep {
 
     /// One full training step on the fixed batch.
     double step() override {
+        const double loss = loss_and_gradients();
+        sgd_.step();
+        return loss;
+    }
+
+    /// Forward and backward without the SGD update; returns the loss.
+    double loss_and_gradients() {
         tape_.clear();
         const Var<float> embedded = embedding_.forward(tape_, inputs_); // (T*B, E)
         const nn::RecurrentOutput<float> output = rnn_->forward(
@@ -120,9 +136,22 @@ class CellgradStep : public bench::TrainingStep {
         const Var<float> loss = cellgrad::cross_entropy<float>(logits, targets_);
         sgd_.zero_grad();
         tape_.backward(loss);
-        sgd_.step();
         return loss.item();
     }
+
+    /// Every parameter's value (or, with `gradients`, its gradient) under its PyTorch name.
+    bench::ModelTensors tensors(bool gradients) {
+        bench::ModelTensors out;
+        for (cellgrad::Parameter<float>* parameter : parameters()) {
+            const cellgrad::Tensor<float>& tensor = gradients ? parameter->grad : parameter->value;
+            out.names.push_back(parameter->name);
+            out.values.emplace_back(tensor.data(), tensor.data() + tensor.size());
+        }
+        return out;
+    }
+
+    /// Bytes the tape holds: node values and gradients of the largest step so far.
+    std::size_t arena_bytes() const { return tape_.memory_bytes(); }
 
   private:
     /// One layer of the shape's cell (nn::make_recurrent: lstm, gru, rnn or a variant).
@@ -243,7 +272,8 @@ struct Contender {
     std::string name;
     std::function<void()> set_threads;
     std::function<double()> run;
-    std::vector<double> seconds; ///< timed rounds only
+    std::vector<double> seconds;      ///< timed rounds only
+    std::vector<double> back_to_back; ///< oneDNN: steps timed one after another, no pause
     double first_loss = std::nan("");
     double last_loss = std::nan("");
 };
@@ -269,6 +299,12 @@ std::vector<Split> splits_for(int n) {
 }
 #endif
 
+/// What one contender's training step holds, measured in a process of its own.
+struct MemoryFigures {
+    double peak_bytes = std::nan("");      ///< VmHWM over the steps - VmRSS before the model
+    double component_bytes = std::nan(""); ///< cellgrad: tape arena; oneDNN: RNN workspace
+};
+
 /// One row of the report.
 struct Row {
     std::string config;
@@ -282,6 +318,11 @@ struct Row {
     double sgemm_seconds = 0;
     double sgemm_projected_seconds = 0;
     std::vector<std::pair<std::string, double>> torch_seconds; ///< per split, median
+    /// oneDNN per thread count: (name, median in the rounds, median back to back)
+    std::vector<std::tuple<std::string, double, double>> onednn_seconds;
+    std::string onednn_implementation;
+    /// Peak memory per contender ("cellgrad", "cellgrad-embedded", "LibTorch 1x1", "oneDNN").
+    std::vector<std::pair<std::string, MemoryFigures>> memory;
     std::size_t timed = 0;
 };
 
@@ -319,6 +360,113 @@ double square_sgemm_gflops(int threads) {
     }
     openblas_set_num_threads(1);
     return 2.0 * n * double(n) * n / median(seconds) * 1e-9;
+}
+
+#if defined(__x86_64__)
+/// 16 independent chains of `iterations` AVX-512 FMAs on registers (no memory traffic): 512
+/// FLOPs per iteration; returns a value that depends on every chain.
+__attribute__((target("avx512f"))) float fma_chains_avx512(std::size_t iterations) {
+    __m512 chains[16];
+    for (int i = 0; i < 16; ++i) {
+        chains[i] = _mm512_set1_ps(float(i) * 1e-3f);
+    }
+    const __m512 scale = _mm512_set1_ps(0.999999f);
+    const __m512 offset = _mm512_set1_ps(1e-7f);
+    for (std::size_t it = 0; it < iterations; ++it) {
+        for (__m512& chain : chains) {
+            chain = _mm512_fmadd_ps(chain, scale, offset);
+        }
+    }
+    float sum = 0;
+    for (const __m512& chain : chains) {
+        sum += _mm512_reduce_add_ps(chain);
+    }
+    return sum;
+}
+
+/// The same with AVX2 FMAs (8 lanes): 256 FLOPs per iteration.
+__attribute__((target("avx2,fma"))) float fma_chains_avx2(std::size_t iterations) {
+    __m256 chains[16];
+    for (int i = 0; i < 16; ++i) {
+        chains[i] = _mm256_set1_ps(float(i) * 1e-3f);
+    }
+    const __m256 scale = _mm256_set1_ps(0.999999f);
+    const __m256 offset = _mm256_set1_ps(1e-7f);
+    for (std::size_t it = 0; it < iterations; ++it) {
+        for (__m256& chain : chains) {
+            chain = _mm256_fmadd_ps(chain, scale, offset);
+        }
+    }
+    alignas(32) float lanes[8];
+    float sum = 0;
+    for (const __m256& chain : chains) {
+        _mm256_store_ps(lanes, chain);
+        for (const float lane : lanes) {
+            sum += lane;
+        }
+    }
+    return sum;
+}
+#endif
+
+/// The machine's float FMA peak at `threads` threads, measured: every thread runs register-only
+/// FMA chains at once (the widest vectors the CPU has); best of 3 runs of about 0.3 s. Returns
+/// GFLOP/s and the vector ISA used ("n/a" off x86-64).
+std::pair<double, std::string> fma_peak_gflops(int threads) {
+#if defined(__x86_64__)
+    const bool wide = __builtin_cpu_supports("avx512f");
+    if (!wide && !__builtin_cpu_supports("fma")) {
+        return {std::nan(""), "no FMA"};
+    }
+    const std::size_t iterations = 20'000'000;
+    const double flops_per_thread = double(iterations) * (wide ? 512.0 : 256.0);
+    double best = 0;
+    for (int run = 0; run < 3; ++run) {
+        std::vector<std::thread> workers;
+        std::vector<float> sums(static_cast<std::size_t>(threads));
+        const auto start = std::chrono::steady_clock::now();
+        for (int t = 0; t < threads; ++t) {
+            workers.emplace_back([&sums, t, wide, iterations] {
+                sums[std::size_t(t)] =
+                    wide ? fma_chains_avx512(iterations) : fma_chains_avx2(iterations);
+            });
+        }
+        for (std::thread& worker : workers) {
+            worker.join();
+        }
+        const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+        if (!std::isfinite(sums[0])) {
+            throw cellgrad::Error("fma_peak_gflops: the FMA chains diverged");
+        }
+        best = std::max(best, flops_per_thread * threads / elapsed.count() * 1e-9);
+    }
+    return {best, wide ? "AVX-512" : "AVX2"};
+#else
+    (void)threads;
+    return {std::nan(""), "n/a"};
+#endif
+}
+
+/// Resident and peak resident bytes of this process (VmRSS, VmHWM of /proc/self/status).
+std::pair<double, double> resident_bytes() {
+    std::ifstream status("/proc/self/status");
+    std::string key;
+    double rss = std::nan(""), hwm = std::nan("");
+    while (status >> key) {
+        if (key == "VmRSS:" || key == "VmHWM:") {
+            double kib = 0;
+            status >> kib;
+            (key == "VmRSS:" ? rss : hwm) = kib * 1024.0;
+        }
+    }
+    return {rss, hwm};
+}
+
+/// Resets VmHWM to the current VmRSS (writes 5 to /proc/self/clear_refs); false if refused.
+bool reset_peak_resident() {
+    std::ofstream clear("/proc/self/clear_refs");
+    clear << "5" << std::flush;
+    return bool(clear);
 }
 
 /// A rate as a whole number, or "n/a" when it is not finite.
@@ -372,8 +520,96 @@ struct Options {
     double lr = 0.01;
     std::uint64_t seed = 1;
     bool torch = true;
-    std::string only; ///< run only the contender of this name (for profiling); empty: all
+    bool onednn = true;
+    bool memory = true; ///< probe each contender's peak memory in a child process
+    bool check_onednn = false;
+    std::string memory_probe; ///< internal: this process is the child probing this contender
+    std::string only;         ///< run only the contender of this name (for profiling); empty: all
 };
+
+/// The row's batch: B*T time-major input and target token ids drawn from `seed`.
+std::pair<std::vector<std::int32_t>, std::vector<std::int32_t>> make_tokens(std::size_t tokens,
+                                                                            std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<std::int32_t> token(0, std::int32_t(vocab_size) - 1);
+    std::vector<std::int32_t> inputs(tokens), targets(tokens);
+    for (std::size_t i = 0; i < tokens; ++i) {
+        inputs[i] = token(rng);
+        targets[i] = token(rng);
+    }
+    return {inputs, targets};
+}
+
+/// The child's side of probe_memory: builds only `options.memory_probe` for the first config and
+/// cell, runs 3 steps at 1 thread and prints "memory-probe <peak bytes> <component bytes>".
+int run_memory_probe(const Config& config, const std::string& cell, const Options& options) {
+    const StepShape shape{cell,         config.batch,  config.steps,
+                          config.input, config.hidden, vocab_size};
+    const auto [inputs, targets] = make_tokens(config.batch * config.steps, options.seed);
+    cellgrad::set_num_threads(1);
+    openblas_set_num_threads(1);
+    reset_peak_resident();
+    const double baseline = resident_bytes().first;
+    std::shared_ptr<bench::TrainingStep> step;
+    std::function<double()> component = [] { return std::nan(""); };
+    const std::string& name = options.memory_probe;
+    if (name == "cellgrad" || name == "cellgrad-embedded") {
+        auto cellgrad_step = std::make_shared<CellgradStep>(shape, inputs, targets, options.lr,
+                                                            options.seed, name == "cellgrad");
+        component = [cellgrad_step] { return double(cellgrad_step->arena_bytes()); };
+        step = cellgrad_step;
+#ifdef CELLGRAD_BENCH_WITH_TORCH
+    } else if (name == "LibTorch") {
+        bench::set_torch_threads(1);
+        step = bench::make_torch_step(shape, inputs, targets, options.lr, options.seed);
+#endif
+#ifdef CELLGRAD_BENCH_WITH_ONEDNN
+    } else if (name == "oneDNN") {
+        bench::set_onednn_threads(1);
+        std::shared_ptr<bench::OnednnStep> onednn_step =
+            bench::make_onednn_step(shape, inputs, targets, options.lr, nullptr, options.seed);
+        component = [onednn_step] { return double(onednn_step->workspace_bytes()); };
+        step = onednn_step;
+#endif
+    } else {
+        throw cellgrad::Error(
+            fmt::format("--memory-probe {}: no such contender in this build", name));
+    }
+    for (int round = 0; round < 3; ++round) {
+        step->step();
+    }
+    fmt::print("memory-probe {:.0f} {:.0f}\n", resident_bytes().second - baseline, component());
+    return 0;
+}
+
+/// Peak memory of one contender's training step, measured in a fresh process of this program
+/// (so that no other contender's allocations, thread pools or freed-but-kept heap count):
+/// VmHWM over 3 steps minus VmRSS before its model was built, plus its own component figure.
+MemoryFigures probe_memory(const std::string& contender, const Config& config,
+                           const std::string& cell, const Options& options) {
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    const std::string command =
+        fmt::format("'{}' --memory-probe '{}' --configs {} --cells {} --seed {} --lr {}", self,
+                    contender, config.name, cell, options.seed, options.lr);
+    std::FILE* pipe = popen(command.c_str(), "r");
+    MemoryFigures figures;
+    if (pipe == nullptr) {
+        return figures;
+    }
+    char line[256] = {};
+    while (std::fgets(line, sizeof line, pipe) != nullptr) {
+        double peak = 0, component = 0;
+        if (std::sscanf(line, "memory-probe %lf %lf", &peak, &component) == 2) {
+            figures.peak_bytes = peak;
+            figures.component_bytes = component;
+        }
+    }
+    if (pclose(pipe) != 0) {
+        std::cerr << fmt::format("memory probe of {} ({} {}) failed\n", contender, config.name,
+                                 cell);
+    }
+    return figures;
+}
 
 /// The pause before each step: --settle-ms for multi-threaded rows; none at 1 thread, where no
 /// contender leaves workers behind.
@@ -386,13 +622,7 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
     const StepShape shape{cell,         config.batch,  config.steps,
                           config.input, config.hidden, vocab_size};
     const std::size_t tokens = config.batch * config.steps;
-    std::mt19937_64 rng(options.seed);
-    std::uniform_int_distribution<std::int32_t> token(0, std::int32_t(vocab_size) - 1);
-    std::vector<std::int32_t> inputs(tokens), targets(tokens);
-    for (std::size_t i = 0; i < tokens; ++i) {
-        inputs[i] = token(rng);
-        targets[i] = token(rng);
-    }
+    const auto [inputs, targets] = make_tokens(tokens, options.seed);
 
     // When V >= T*B the token path gathers first, so both cellgrad paths are the same step.
     const bool projects_table = input_rows(shape, true) < tokens;
@@ -424,6 +654,21 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
         }
     }
 #endif
+#ifdef CELLGRAD_BENCH_WITH_ONEDNN
+    std::string onednn_implementation;
+    if (options.onednn && bench::onednn_supports(cell)) {
+        for (int onednn_threads = threads; onednn_threads >= 1; --onednn_threads) {
+            // Its best thread count: every count up to the row's, each with its own model.
+            std::shared_ptr<bench::OnednnStep> onednn_step =
+                bench::make_onednn_step(shape, inputs, targets, options.lr, nullptr, options.seed);
+            onednn_implementation = onednn_step->implementation();
+            contenders.emplace_back(
+                fmt::format("onednn-{}", onednn_threads),
+                [onednn_threads] { bench::set_onednn_threads(onednn_threads); },
+                [onednn_step] { return onednn_step->step(); });
+        }
+    }
+#endif
     std::vector<std::shared_ptr<GemmSet>> gemm_sets;
     for (const bool project_table : {false, true}) {
         if (project_table && !projects_table) {
@@ -450,6 +695,22 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
     const std::size_t warmup = large ? options.large_warmup : options.warmup;
     const std::size_t timed = large ? options.large_steps : options.steps;
     run_rounds(contenders, warmup, timed, settle_time(options, threads));
+    // oneDNN at its best: an OpenMP region that starts after the settle pause pays for waking its
+    // threads (5-8 ms here) and oneDNN runs hundreds per step, so it is also timed back to back.
+    for (Contender& contender : contenders) {
+        if (contender.name.starts_with("onednn")) {
+            contender.set_threads();
+            for (std::size_t round = 0; round < timed + 1; ++round) {
+                const auto start = std::chrono::steady_clock::now();
+                contender.run();
+                const auto stop = std::chrono::steady_clock::now();
+                if (round > 0) {
+                    contender.back_to_back.push_back(
+                        std::chrono::duration<double>(stop - start).count());
+                }
+            }
+        }
+    }
 
     Row row;
     row.config = config.name;
@@ -469,8 +730,33 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
             row.sgemm_seconds = seconds;
         } else if (contender.name == "sgemm-projected") {
             row.sgemm_projected_seconds = seconds;
+        } else if (contender.name.starts_with("onednn")) {
+            row.onednn_seconds.emplace_back(contender.name, seconds,
+                                            median(contender.back_to_back));
         } else {
             row.torch_seconds.emplace_back(contender.name, seconds);
+        }
+    }
+#ifdef CELLGRAD_BENCH_WITH_ONEDNN
+    row.onednn_implementation = onednn_implementation;
+#endif
+    if (options.memory && threads == options.threads.front()) {
+        std::vector<std::string> probed = {"cellgrad"};
+        if (projects_table) {
+            probed.emplace_back("cellgrad-embedded");
+        }
+#ifdef CELLGRAD_BENCH_WITH_TORCH
+        if (options.torch) {
+            probed.emplace_back("LibTorch");
+        }
+#endif
+#ifdef CELLGRAD_BENCH_WITH_ONEDNN
+        if (options.onednn && bench::onednn_supports(cell)) {
+            probed.emplace_back("oneDNN");
+        }
+#endif
+        for (const std::string& name : probed) {
+            row.memory.emplace_back(name, probe_memory(name, config, cell, options));
         }
     }
     if (!projects_table) {
@@ -490,8 +776,13 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
         line += fmt::format("  embedded rows {:.0f}", row.tokens / row.cellgrad_embedded_seconds);
     }
     for (const Contender& contender : contenders) {
-        if (contender.name.find("cellgrad") == std::string::npos &&
-            contender.name.find("sgemm") == std::string::npos) {
+        if (contender.name.starts_with("onednn")) {
+            line += fmt::format("  {} {:.0f} / {:.0f} back to back (loss {:.3f}->{:.3f})",
+                                contender.name, row.tokens / median(contender.seconds),
+                                row.tokens / median(contender.back_to_back), contender.first_loss,
+                                contender.last_loss);
+        } else if (contender.name.find("cellgrad") == std::string::npos &&
+                   contender.name.find("sgemm") == std::string::npos) {
             line += fmt::format("  torch {} {:.0f} (loss {:.3f}->{:.3f})", contender.name,
                                 row.tokens / median(contender.seconds), contender.first_loss,
                                 contender.last_loss);
@@ -505,7 +796,7 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
 
 /// The report: environment, the main table and the per-split LibTorch table, in markdown.
 std::string report(const std::vector<Row>& rows, const Options& options, bool with_torch,
-                   const std::string& load_before) {
+                   bool with_onednn, const std::string& load_before) {
     const std::string core = cellgrad::blas_core_name();
     std::string text;
     text += "## Training step: cellgrad vs LibTorch\n\n";
@@ -527,6 +818,36 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
                             threads, threads == 1 ? "" : "s");
     }
     text += "\n";
+    std::vector<std::pair<int, double>> fma_peaks;
+    text += "- FMA peak, measured (register-only float FMA chains on every thread at once):";
+    for (const int threads : options.threads) {
+        const auto [gflops, isa] = fma_peak_gflops(threads);
+        fma_peaks.emplace_back(threads, gflops);
+        text += fmt::format(" {:.1f} GFLOP/s at {} thread{} ({});", gflops, threads,
+                            threads == 1 ? "" : "s", isa);
+    }
+    text += "\n";
+    const auto fma_peak = [&](int threads) {
+        for (const auto& [count, gflops] : fma_peaks) {
+            if (count == threads) {
+                return gflops;
+            }
+        }
+        return std::nan("");
+    };
+#ifdef CELLGRAD_BENCH_WITH_ONEDNN
+    text += fmt::format("- peer: {}{}\n", bench::onednn_description(),
+                        with_onednn ? "" : " (disabled by --no-onednn)");
+    for (const Row& row : rows) {
+        if (!row.onednn_implementation.empty()) {
+            text += fmt::format("- oneDNN implementation ({} {}): {}\n", row.config, row.cell,
+                                row.onednn_implementation);
+            break; // the same for every shape on one machine; the rows' stderr lines name theirs
+        }
+    }
+#else
+    text += "- peer: oneDNN not built (libdnnl-dev not found or CELLGRAD_BENCH_ONEDNN=OFF)\n";
+#endif
     text += fmt::format("- cores: {}; load average before {}, after {}\n",
                         std::thread::hardware_concurrency(), load_before, load_average());
     text += fmt::format("- rounds: {} warm-up + {} timed ({} + {} for large), contenders "
@@ -611,6 +932,97 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
         }
     }
 
+    if (with_onednn) {
+        text += "\nAgainst oneDNN's fused RNN primitives (the same whole step; its best thread "
+                "count and its better timing: in the rounds, or back to back); GFLOP/s as above, "
+                "% of the measured FMA peak at the row's thread count; sgemm = the same shapes "
+                "as bare OpenBLAS calls:\n\n";
+        text += "| config | cell | threads | cellgrad tok/s | embedded rows tok/s | oneDNN tok/s | "
+                "oneDNN at | ratio token | ratio embedded | cellgrad GFLOP/s (% peak) | embedded "
+                "GFLOP/s (% peak) | oneDNN GFLOP/s (% peak) | sgemm GFLOP/s (% peak) |\n";
+        text += "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n";
+        for (const Row& row : rows) {
+            if (row.onednn_seconds.empty()) {
+                continue;
+            }
+            double best = std::nan("");
+            std::string at = "-";
+            for (const auto& [name, rounds, back_to_back] : row.onednn_seconds) {
+                for (const auto& [seconds, timing] :
+                     {std::pair{rounds, "rounds"}, std::pair{back_to_back, "back to back"}}) {
+                    if (!(seconds >= best)) {
+                        best = seconds;
+                        at = fmt::format("{} thread{}, {}", name.substr(name.find('-') + 1),
+                                         name.ends_with("-1") ? "" : "s", timing);
+                    }
+                }
+            }
+            const double peak = fma_peak(row.threads);
+            const auto rate = [&](double flops, double seconds) {
+                const double gflops = flops / seconds * 1e-9;
+                return fmt::format("{:.1f} ({:.0f}%)", gflops, 100.0 * gflops / peak);
+            };
+            text += fmt::format(
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2f} | {:.2f} | {} | {} | {} | {} |\n",
+                row.config, row.cell, row.threads, format_rate(row.tokens / row.cellgrad_seconds),
+                format_rate(row.tokens / row.cellgrad_embedded_seconds),
+                format_rate(row.tokens / best), at, best / row.cellgrad_seconds,
+                best / row.cellgrad_embedded_seconds,
+                rate(row.projected_flops, row.cellgrad_seconds),
+                rate(row.flops, row.cellgrad_embedded_seconds), rate(row.flops, best),
+                rate(row.flops, row.sgemm_seconds));
+        }
+        text += "\noneDNN tokens/s by thread count (OpenMP threads), in the interleaved rounds and "
+                "back to back:\n\n";
+        text +=
+            "| config | cell | threads | oneDNN threads | rounds tok/s | back to back tok/s |\n";
+        text += "|---|---|---:|---:|---:|---:|\n";
+        for (const Row& row : rows) {
+            for (const auto& [name, rounds, back_to_back] : row.onednn_seconds) {
+                text += fmt::format("| {} | {} | {} | {} | {} | {} |\n", row.config, row.cell,
+                                    row.threads, name.substr(name.find('-') + 1),
+                                    format_rate(row.tokens / rounds),
+                                    format_rate(row.tokens / back_to_back));
+            }
+        }
+    }
+
+    const bool any_memory =
+        std::any_of(rows.begin(), rows.end(), [](const Row& row) { return !row.memory.empty(); });
+    if (any_memory) {
+        text += "\nPeak memory of one training step, MB, each contender alone in a fresh process "
+                "at 1 thread: VmHWM over 3 steps minus VmRSS before its model was built (weights, "
+                "gradients, activations, workspace, allocator slack); in brackets cellgrad's "
+                "tape arena (node values and gradients) and oneDNN's RNN workspace:\n\n";
+        text += "| config | cell | cellgrad | embedded rows | LibTorch | oneDNN | cellgrad / "
+                "LibTorch |\n";
+        text += "|---|---|---:|---:|---:|---:|---:|\n";
+        for (const Row& row : rows) {
+            if (row.memory.empty()) {
+                continue;
+            }
+            std::string cells[4] = {"-", "-", "-", "-"};
+            double cellgrad_peak = std::nan(""), torch_peak = std::nan("");
+            for (const auto& [name, figures] : row.memory) {
+                const int column = name == "cellgrad"            ? 0
+                                   : name == "cellgrad-embedded" ? 1
+                                   : name == "LibTorch"          ? 2
+                                                                 : 3;
+                cells[column] = fmt::format("{:.1f}", figures.peak_bytes / 1e6);
+                if (std::isfinite(figures.component_bytes)) {
+                    cells[column] += fmt::format(" ({:.1f})", figures.component_bytes / 1e6);
+                }
+                if (name == "cellgrad") {
+                    cellgrad_peak = figures.peak_bytes;
+                } else if (name == "LibTorch") {
+                    torch_peak = figures.peak_bytes;
+                }
+            }
+            text += fmt::format("| {} | {} | {} | {} | {} | {} | {:.2f} |\n", row.config, row.cell,
+                                cells[0], cells[1], cells[2], cells[3], cellgrad_peak / torch_peak);
+        }
+    }
+
     if (with_torch) {
         text += "\nLibTorch tokens/s by split (torch intra-op threads x OpenBLAS threads):\n\n";
         text += "| config | cell | threads | split | LibTorch tok/s | LibTorch GFLOP/s |\n";
@@ -624,6 +1036,61 @@ std::string report(const std::vector<Row>& rows, const Options& options, bool wi
         }
     }
     return text;
+}
+
+/// --check-onednn: the oneDNN step, started from cellgrad's weights, must give cellgrad's loss and
+/// gradients (relative 1e-4 of each tensor's largest gradient, float) and, after 3 SGD steps
+/// each, the same loss. Shapes small enough to see a layout mistake, with T*B > V so that
+/// cellgrad's token path projects the table. Returns 0 if every cell matches.
+int check_onednn([[maybe_unused]] const Options& options) {
+#ifdef CELLGRAD_BENCH_WITH_ONEDNN
+    bool all_match = true;
+    for (const std::string cell : {"lstm", "gru", "rnn"}) {
+        const StepShape shape{cell, 3, 30, 7, 6, vocab_size};
+        const auto [inputs, targets] = make_tokens(shape.batch * shape.steps, options.seed);
+        CellgradStep reference(shape, inputs, targets, options.lr, options.seed, true);
+        const double reference_loss = reference.loss_and_gradients();
+        const bench::ModelTensors reference_grads = reference.tensors(true);
+        const bench::ModelTensors weights = reference.tensors(false);
+        const std::unique_ptr<bench::OnednnStep> onednn =
+            bench::make_onednn_step(shape, inputs, targets, options.lr, &weights, options.seed);
+        const double loss = onednn->loss_and_gradients();
+        const bench::ModelTensors grads = onednn->gradients();
+        bool match = std::abs(loss - reference_loss) <= 1e-5 * std::abs(reference_loss);
+        std::string detail = fmt::format("loss {:.7f} vs {:.7f}", loss, reference_loss);
+        for (std::size_t i = 0; i < reference_grads.names.size(); ++i) {
+            const std::vector<float>& want = reference_grads.values[i];
+            const std::vector<float>& got = grads.at(reference_grads.names[i]);
+            double scale = 0, worst = 0;
+            for (std::size_t k = 0; k < want.size(); ++k) {
+                scale = std::max(scale, double(std::abs(want[k])));
+                worst = std::max(worst, double(std::abs(got[k] - want[k])));
+            }
+            const double relative = worst / std::max(scale, 1e-30);
+            match = match && got.size() == want.size() && relative <= 1e-4;
+            detail += fmt::format("; {} {:.1e}", reference_grads.names[i], relative);
+        }
+        double stepped_reference = 0, stepped = 0;
+        for (int round = 0; round < 3; ++round) {
+            reference.step();
+            onednn->step();
+        }
+        stepped_reference = reference.loss_and_gradients();
+        stepped = onednn->loss_and_gradients();
+        match = match && std::abs(stepped - stepped_reference) <= 1e-5 * stepped_reference;
+        detail +=
+            fmt::format("; after 3 SGD steps loss {:.7f} vs {:.7f}", stepped, stepped_reference);
+        fmt::print("{} {}: {} ({})\n", cell, match ? "match" : "MISMATCH", detail,
+                   onednn->implementation());
+        all_match = all_match && match;
+    }
+    fmt::print("oneDNN check: {}\n",
+               all_match ? "every cell matches cellgrad" : "a cell does not match (see above)");
+    return all_match ? 0 : 1;
+#else
+    std::cerr << "bench_training: --check-onednn needs the oneDNN peer (libdnnl-dev)\n";
+    return 1;
+#endif
 }
 
 } // namespace
@@ -663,6 +1130,13 @@ int main(int argc, char** argv) {
     app.add_option("--seed", options.seed, "seed of the data and the cellgrad init")
         ->capture_default_str();
     app.add_flag("!--no-torch", options.torch, "measure cellgrad and sgemm only");
+    app.add_flag("!--no-onednn", options.onednn, "leave out the oneDNN peer");
+    app.add_flag("!--no-memory", options.memory,
+                 "skip the peak-memory probes (a child process per contender and row)");
+    app.add_flag("--check-onednn", options.check_onednn,
+                 "check that oneDNN's loss and gradients match cellgrad's on small shapes (lstm, "
+                 "gru, rnn) and exit: 0 if they do");
+    app.add_option("--memory-probe", options.memory_probe)->group(""); // the child's side
     app.add_option("--only", options.only,
                    "profile one contender (cellgrad, cellgrad-embedded, sgemm, sgemm-projected, "
                    "1x1, ...): runs --warmup + --steps rounds of it, prints its rate, no report");
@@ -690,6 +1164,17 @@ int main(int argc, char** argv) {
 #else
         const bool with_torch = false;
 #endif
+#ifdef CELLGRAD_BENCH_WITH_ONEDNN
+        const bool with_onednn = options.onednn;
+#else
+        const bool with_onednn = false;
+#endif
+        if (!options.memory_probe.empty()) {
+            return run_memory_probe(selected.front(), options.cells.front(), options);
+        }
+        if (options.check_onednn) {
+            return check_onednn(options);
+        }
         std::cerr << fmt::format("BLAS core {}, OPENBLAS_CORETYPE {}, GLIBC_TUNABLES {}\n",
                                  cellgrad::blas_core_name(), env_or_unset("OPENBLAS_CORETYPE"),
                                  env_or_unset("GLIBC_TUNABLES"));
@@ -703,7 +1188,7 @@ int main(int argc, char** argv) {
             }
         }
         if (options.only.empty()) {
-            std::cout << report(rows, options, with_torch, load_before) << std::flush;
+            std::cout << report(rows, options, with_torch, with_onednn, load_before) << std::flush;
         }
     } catch (const std::exception& e) {
         std::cerr << "bench_training: " << e.what() << "\n";

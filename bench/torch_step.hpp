@@ -8,27 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "training_step.hpp"
+
 namespace bench {
-
-/// One training-step configuration: cell "lstm" | "gru" | "rnn" | "peephole-lstm" |
-/// "layernorm-lstm" and the sizes of the model.
-struct StepShape {
-    std::string cell;
-    std::size_t batch = 0;
-    std::size_t steps = 0;
-    std::size_t input = 0;
-    std::size_t hidden = 0;
-    std::size_t vocab = 0;
-};
-
-/// A model plus optimizer that runs one full training step per call.
-class TrainingStep {
-  public:
-    virtual ~TrainingStep() = default;
-    /// Runs embedding -> sequence layer -> decoder -> cross-entropy -> backward -> SGD; returns
-    /// the loss.
-    virtual double step() = 0;
-};
 
 /// The LibTorch step for `shape` on time-major token ids (steps * batch of them each).
 std::unique_ptr<TrainingStep> make_torch_step(const StepShape& shape,

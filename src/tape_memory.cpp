@@ -82,6 +82,19 @@ std::size_t Arena<U>::capacity() const {
     return total;
 }
 
+// ---- Tape ------------------------------------------------------------------------------------
+
+template <class T>
+std::size_t Tape<T>::memory_bytes() const {
+    std::size_t total = values_.capacity() * sizeof(T) + indices_.capacity() * sizeof(std::int32_t);
+    for (const auto& extension : extensions_) {
+        total += extension.second->bytes();
+    }
+    return total;
+}
+
+template std::size_t Tape<float>::memory_bytes() const;
+template std::size_t Tape<double>::memory_bytes() const;
 template struct Parameter<float>;
 template struct Parameter<double>;
 template class Arena<float>;

@@ -92,7 +92,7 @@ TEST_CASE("char_rnn CLI: every numeric flag must be finite and in range, said in
          "--eval-every: must be a whole number from 0 to 1000000000000 steps, got '1.5'"},
         {"--val-fraction 1",
          "--val-fraction: must be a number from 0 up to (not including) 1, got '1'"},
-        {"--threads 0", "--threads: must be a whole number from 1 to 256 threads, got '0'"},
+        {"--threads 257", "--threads: must be a whole number from 0 to 256 threads, got '257'"},
         {"--seed -1", "--seed: must be a whole number from 0 to 18446744073709551615, got '-1'"},
     };
     for (const auto& item : cases) {

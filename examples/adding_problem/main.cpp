@@ -37,7 +37,7 @@ struct Arguments {
     double alpha = 0.9;
     double clip = 1.0;
     std::uint64_t seed = 0;
-    int threads = 2;
+    int threads = 0; ///< 0: chosen from the model's shapes
     std::string csv;
     std::size_t test_size = 1000;
     std::int64_t eval_every = 100;
@@ -48,7 +48,6 @@ struct Arguments {
 
 /// Trains as `args` says and prints the JSON summary; returns the exit code.
 int run(const Arguments& args) {
-    cellgrad::set_num_threads(args.threads);
     using T = float;
     const std::size_t steps_per_sequence = args.steps_per_sequence;
     // Separate generators: weights, training batches, the held-out test set.
@@ -56,6 +55,8 @@ int run(const Arguments& args) {
     std::mt19937_64 data_rng(args.seed * 1000003 + 1);
     std::mt19937_64 test_rng(args.seed * 1000003 + 2);
     adding::Model<T> model(args.model, weight_rng);
+    const int threads = examples::resolve_threads(args.threads, model.parameters(), args.batch);
+    cellgrad::set_num_threads(threads);
     const adding::Batch<T> test_set =
         adding::make_batch<T>(steps_per_sequence, args.test_size, test_rng);
 
@@ -76,7 +77,7 @@ int run(const Arguments& args) {
                "{} lr {} clip {}, test set {}, seed {}, {} threads, openblas core {}\n",
                args.model.cell, args.model.hidden, args.model.forget_bias, parameter_count,
                steps_per_sequence, args.batch, optimizer->name(), args.lr, args.clip,
-               args.test_size, args.seed, args.threads, cellgrad::blas_core_name());
+               args.test_size, args.seed, threads, cellgrad::blas_core_name());
 
     std::ofstream csv;
     if (!args.csv.empty()) {
@@ -192,7 +193,7 @@ int run(const Arguments& args) {
         {"seconds_to_target", or_null(seconds_to_target, steps_to_target >= 0)},
         {"test_size", args.test_size},
         {"wall_seconds", wall},
-        {"threads", args.threads},
+        {"threads", threads},
         {"precision", "float32"},
         {"blas_core", cellgrad::blas_core_name()},
     };
@@ -241,8 +242,8 @@ int main(int argc, char** argv) {
     app.add_option("--forget-bias", args.model.forget_bias,
                    with_unit("LSTM: added to the forget-gate bias at init", "pre-activation"))
         ->check(real_number(-100, 100));
-    app.add_option("--threads", args.threads, with_unit("threads (TBB and OpenBLAS)", "threads"))
-        ->check(whole_number(1, 256, "threads"));
+    app.add_option("--threads", args.threads, with_unit(examples::threads_help, "threads"))
+        ->check(whole_number(0, 256, "threads"));
     app.add_option("--csv", args.csv,
                    with_unit("write the learning curve here (default: none)", "path"));
     app.add_option("--test-size", args.test_size, with_unit("held-out test sequences", "sequences"))

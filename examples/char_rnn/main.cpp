@@ -35,7 +35,7 @@ struct TrainArguments {
     std::int64_t steps = 1000;
     double val_fraction = 0.05;
     std::int64_t eval_every = 200;
-    int threads = 2;
+    int threads = 0; ///< 0: chosen from the model's shapes
     std::string checkpoint;
     std::string best;
     std::string init;
@@ -109,7 +109,6 @@ std::string loss_text(double nats) {
 int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
     check_outputs(args);
     const bool leads = ranks.rank() == 0;
-    cellgrad::set_num_threads(args.threads);
     const std::string text = char_rnn::read_file(args.data);
     char_rnn::Vocabulary vocabulary = char_rnn::Vocabulary::from_text(text);
     char_rnn::ModelConfig model_config = args.model;
@@ -179,6 +178,9 @@ int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
                                 std::to_string(trainer.step()) + std::to_string(args.steps)),
                        "the text of --data, the settings and the step (a hash of them)");
     ranks.share_weights(trainer);
+    args.threads =
+        examples::resolve_threads(args.threads, trainer.model().parameters(), train_config.batch);
+    cellgrad::set_num_threads(args.threads);
     const std::size_t parameter_count = [&] {
         std::size_t total = 0;
         for (auto* parameter : trainer.model().parameters()) {
@@ -339,8 +341,8 @@ int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
 }
 
 int run_eval(const std::string& checkpoint, const std::string& data, bool as_json, int threads) {
-    cellgrad::set_num_threads(threads);
     auto model = char_rnn::load_model(checkpoint);
+    cellgrad::set_num_threads(examples::resolve_threads(threads, model->parameters(), 1));
     const std::vector<std::int32_t> indices =
         model->vocabulary().encode(char_rnn::read_file(data), data);
     const auto start = Clock::now();
@@ -441,8 +443,8 @@ int main(int argc, char** argv) {
             with_unit("validate and checkpoint every K steps (0: at the end only)", "steps"))
         ->check(whole_number(0, most_steps, "steps"));
     train_command
-        ->add_option("--threads", train.threads, with_unit("threads (TBB and OpenBLAS)", "threads"))
-        ->check(whole_number(1, 256, "threads"));
+        ->add_option("--threads", train.threads, with_unit(examples::threads_help, "threads"))
+        ->check(whole_number(0, 256, "threads"));
     train_command->add_option(
         "--checkpoint", train.checkpoint,
         with_unit("the latest state goes here, written atomically (default: none)", file));
@@ -460,15 +462,15 @@ int main(int argc, char** argv) {
     std::string checkpoint;
     std::string data;
     bool as_json = false;
-    int threads = 2;
+    int threads = 0;
     CLI::App* eval_command = app.add_subcommand("eval", "mean cross-entropy of a text");
     eval_command->add_option("--checkpoint", checkpoint, with_unit("model checkpoint", file))
         ->required();
     eval_command->add_option("--data", data, with_unit("text to score (at most 1 GiB)", file))
         ->required();
     eval_command->add_flag("--json", as_json, "print JSON (nats and bits per character)");
-    eval_command->add_option("--threads", threads, with_unit("threads", "threads"))
-        ->check(whole_number(1, 256, "threads"));
+    eval_command->add_option("--threads", threads, with_unit(examples::threads_help, "threads"))
+        ->check(whole_number(0, 256, "threads"));
 
     char_rnn::SampleConfig sample;
     CLI::App* sample_command = app.add_subcommand("sample", "generate text");

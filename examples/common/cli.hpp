@@ -9,9 +9,13 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+
+#include <cellgrad/parallel.hpp>
+#include <cellgrad/tape.hpp>
 
 namespace examples {
 
@@ -83,6 +87,30 @@ inline CLI::Validator real_number(double low, double high, const std::string& un
 /// "description [unit]": how every option's help line names its unit.
 inline std::string with_unit(const std::string& description, const std::string& unit) {
     return unit.empty() ? description : fmt::format("{} [{}]", description, unit);
+}
+
+/// Help text of every example's --threads: 0 picks the count from the model's shapes.
+inline const char* threads_help =
+    "threads (TBB and OpenBLAS); 0 = chosen from the model's shapes: 1 when a time step's "
+    "recurrent GEMM is under 0.5 MFLOP, else every core (docs/performance.md)";
+
+/// `requested` threads, or for 0 the count cellgrad::suggested_threads gives for the largest
+/// recurrent weight (a parameter named *weight_hh*) among `parameters` at `batch` sequences.
+template <class T>
+int resolve_threads(int requested, const std::vector<cellgrad::Parameter<T>*>& parameters,
+                    std::size_t batch) {
+    if (requested > 0) {
+        return requested;
+    }
+    std::size_t rows = 0, cols = 0;
+    for (const cellgrad::Parameter<T>* parameter : parameters) {
+        if (parameter->name.find("weight_hh") != std::string::npos &&
+            parameter->value.size() > rows * cols) {
+            rows = parameter->value.rows();
+            cols = parameter->value.cols();
+        }
+    }
+    return cellgrad::suggested_threads(batch, rows, cols);
 }
 
 } // namespace examples

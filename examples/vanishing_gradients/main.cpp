@@ -51,7 +51,7 @@ struct Arguments {
     std::size_t fit_to = 150;
     std::string batch_stat = "median";
     std::string out_dir = ".";
-    int threads = 2;
+    int threads = 0; ///< 0: chosen from the shapes (a 4-gate cell at --train-batch)
     bool plot = true;
 };
 
@@ -262,7 +262,12 @@ std::string gnuplot_script(const std::vector<ModelEntry>& models, const Argument
 
 /// Runs the lab as `args` says; returns the exit code.
 int run(const Arguments& args) {
-    cellgrad::set_num_threads(args.threads);
+    // The largest model of the lab is an LSTM (4 gate blocks); its training batch sets the rule.
+    const int threads =
+        args.threads > 0
+            ? args.threads
+            : cellgrad::suggested_threads(args.train_batch, 4 * args.hidden, args.hidden);
+    cellgrad::set_num_threads(threads);
     const auto start = Clock::now();
     const std::size_t steps = args.steps_per_sequence;
     std::vector<ModelEntry> models;
@@ -275,7 +280,7 @@ int run(const Arguments& args) {
                "vanishing_gradients: T = {}, hidden {}, measure batch {}, {} seeds, {} training "
                "steps (batch {}, RMSprop lr {} decay {}, clip {}), float64, {} threads\n",
                steps, args.hidden, args.batch, args.seeds, args.train_steps, args.train_batch,
-               args.lr, args.alpha, args.clip, args.threads);
+               args.lr, args.alpha, args.clip, threads);
 
     // curves[model][phase][quantity][seed][t] = log10 norm.
     using Curves = std::vector<std::vector<std::vector<double>>>; // [quantity][seed][t]
@@ -453,8 +458,8 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"median", "mean"}));
     app.add_option("--out-dir", args.out_dir,
                    with_unit("where the CSV, table, script and plots go", "directory"));
-    app.add_option("--threads", args.threads, with_unit("threads (TBB and OpenBLAS)", "threads"))
-        ->check(whole_number(1, 256, "threads"));
+    app.add_option("--threads", args.threads, with_unit(examples::threads_help, "threads"))
+        ->check(whole_number(0, 256, "threads"));
     bool no_plot = false;
     app.add_flag("--no-plot", no_plot, "write the gnuplot script but do not run it");
     CLI11_PARSE(app, argc, argv);

@@ -22,6 +22,12 @@ namespace cellgrad {
 void set_num_threads(int n);
 /// The thread count last set (default: all cores).
 int num_threads();
+/// Threads that run a recurrent training step fastest, by a rule from measurements
+/// (docs/performance.md, "Choosing the thread count"): 1 while one time step's recurrent GEMM,
+/// 2 * batch * gate_rows * hidden FLOPs (W_hh is gate_rows x hidden), is under 0.5 MFLOP, where
+/// a second thread costs more than it saves (charrnn-b1, batch 1, LSTM 100: 83.5K tok/s at 1
+/// thread, 49.8K at 2); else every core the machine has.
+int suggested_threads(std::size_t batch, std::size_t gate_rows, std::size_t hidden);
 /// Name of the OpenBLAS kernel family in use, e.g. "SkylakeX" or "Haswell".
 const char* blas_core_name();
 /// Turns the packed-weight GEMM on or off (on by default; CELLGRAD_PACKED_GEMM=0 turns it off at

@@ -105,6 +105,8 @@ class TapeExtension {
     virtual void reached(Tape<T>&, NodeId) {}
     /// clear() drops every node.
     virtual void clear() {}
+    /// Bytes the extension holds outside the tape's arena (memory_bytes() adds them).
+    virtual std::size_t bytes() const { return 0; }
 };
 
 /// Handle to a node of a tape; cheap to copy; invalid after the tape is cleared.
@@ -213,6 +215,9 @@ class Tape {
     std::string to_dot() const;
     /// Elements reserved by the value/gradient arena (for buffer-reuse checks).
     std::size_t arena_capacity() const { return values_.capacity(); }
+    /// Bytes the tape holds for node values and gradients: its arenas plus what its extensions
+    /// hold beside them (a checkpointing scratch tape, for one). Kept by clear().
+    std::size_t memory_bytes() const;
 
     // ---- used by ops -------------------------------------------------------------------------
     /// Records a node with a fresh (rows, cols) value buffer; requires_grad from the inputs.

@@ -2,6 +2,8 @@
 
 #include <string_view>
 
+#include "checkpoint.hpp"
+
 namespace cellgrad::nn {
 
 std::string layer_suffix(std::size_t layer, bool reverse) {
@@ -103,7 +105,15 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
     const std::size_t steps = (input != nullptr ? input->shape().rows : tokens.size()) / batch;
     // Project the table's rows (and let each step read its tokens' rows of the projection) only
     // when the table has fewer rows than the input.
-    const bool project_table = table != nullptr && table->shape().rows < tokens.size();
+    // (Checkpointed segments take plain input rows: they gather the tokens' embeddings.)
+    const bool checkpointed = options_.checkpoint_steps > 0;
+    const bool project_table =
+        !checkpointed && table != nullptr && table->shape().rows < tokens.size();
+    if (checkpointed && !lengths.empty()) {
+        throw Error(fmt::format("{}: checkpoint_steps does not support lengths; run without "
+                                "lengths or without checkpointing",
+                                kind_));
+    }
     if (!lengths.empty()) {
         if (lengths.size() != batch) {
             throw Error(
@@ -167,6 +177,17 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
             Cell<T>& cell = *cells_[index];
             LabelScope<T> layer_label(
                 tape, fmt::format("{}.l{}.{}", kind_, layer, direction == 0 ? "fwd" : "bwd"));
+            if (checkpointed) {
+                const std::vector<Var<T>> start =
+                    initial.empty()
+                        ? std::vector<Var<T>>(cell.state_size(), tape.constant(Tensor<T>(batch, H)))
+                        : initial[index];
+                detail::CheckpointedRun<T> run = detail::run_checkpointed(
+                    cell, layer_input, batch, start, direction == 1, options_.checkpoint_steps);
+                outputs[direction] = std::move(run.outputs);
+                result.final_state[index] = std::move(run.final);
+                continue;
+            }
             cell.attach(tape);
             // Step t's projected input: rows tokens[t*B .. t*B+B) of the projected table (V, P),
             // or rows t*B .. t*B+B of the projected sequence (T*B, P).

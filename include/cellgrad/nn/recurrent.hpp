@@ -28,6 +28,13 @@ struct RecurrentOptions {
     Nonlinearity nonlinearity = Nonlinearity::tanh; ///< plain RNN only
     std::uint64_t dropout_seed = 0;                 ///< seeds the dropout masks
     std::string parameter_prefix{};                 ///< prepended to every parameter name ("rnn.")
+    /// Activation checkpointing: 0 (off) keeps every step's graph for backward; k > 0 runs each
+    /// layer and direction in segments of k steps that keep only their outputs and last state,
+    /// and runs each segment again during backward. Memory grows with the outputs + T/k + k
+    /// steps instead of T steps' graphs; gradients match the full graph's (bitwise for
+    /// everything but the weights and biases, whose per-segment sums round differently).
+    /// Not with lengths; RecurrentOutput::states stays empty.
+    std::size_t checkpoint_steps = 0;
 };
 
 /// States of every layer and direction: [layer * directions + direction][k] (B, H) each.
@@ -45,7 +52,7 @@ struct RecurrentOutput {
     std::vector<Var<T>> steps;     ///< the same per step, (B, directions*H)
     RecurrentState<T> final_state; ///< after the last valid step of each sequence
     /// Every state after every step: [layer * directions + direction][t][k]; read .grad() after
-    /// backward for dL/dh_t (k = 0) and dL/dc_t (k = 1, LSTM).
+    /// backward for dL/dh_t (k = 0) and dL/dc_t (k = 1, LSTM). Empty with checkpoint_steps.
     std::vector<std::vector<std::vector<Var<T>>>> states;
 };
 

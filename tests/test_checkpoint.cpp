@@ -1,0 +1,233 @@
+// Tests of activation checkpointing in the sequence runner (RecurrentOptions::checkpoint_steps):
+// a checkpointed layer gives the full graph's loss, outputs, input and initial-state gradients
+// bitwise, its weight gradients bitwise with one segment and to float rounding with several
+// (per-segment sums), passes a float64 gradient check, refuses lengths, and holds less memory.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cellgrad/cellgrad.hpp"
+#include "cellgrad/nn.hpp"
+
+using namespace cellgrad;
+using namespace cellgrad::nn;
+
+namespace {
+
+constexpr std::size_t kBatch = 4;
+constexpr std::size_t kSteps = 7;
+constexpr std::size_t kInput = 5;
+constexpr std::size_t kHidden = 6;
+constexpr std::size_t kClasses = 9;
+
+/// A random (rows, cols) tensor from `seed`.
+template <class T>
+Tensor<T> random_tensor(std::size_t rows, std::size_t cols, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+    Tensor<T> out(rows, cols);
+    for (std::size_t r = 0; r < rows; ++r) {
+        for (std::size_t c = 0; c < cols; ++c) {
+            out(r, c) = T(uniform(rng));
+        }
+    }
+    return out;
+}
+
+/// A layer, a linear decoder and the gradients of one cross-entropy step over every output.
+template <class T>
+struct Run {
+    std::unique_ptr<Recurrent<T>> layer;
+    std::unique_ptr<Linear<T>> decoder;
+    Tape<T> tape;
+    double loss = 0;
+    Tensor<T> output, input_grad;
+    std::vector<Tensor<T>> initial_grads, final_state, parameter_grads;
+
+    /// Builds `cell` (layers, bidirectional) with weights from seed 3, checkpointed every `k`
+    /// steps (0: the full graph), and runs forward and backward from a given initial state.
+    Run(const std::string& cell, std::size_t layers, bool bidirectional, std::size_t k) {
+        RecurrentOptions options;
+        options.input_size = kInput;
+        options.hidden_size = kHidden;
+        options.num_layers = layers;
+        options.bidirectional = bidirectional;
+        options.checkpoint_steps = k;
+        std::mt19937_64 rng(3);
+        layer = make_recurrent<T>(cell, options, rng);
+        decoder = std::make_unique<Linear<T>>(kHidden * layer->directions(), kClasses, rng);
+        const Var<T> x = tape.input(random_tensor<T>(kSteps * kBatch, kInput, 11));
+        RecurrentState<T> initial(layers * layer->directions());
+        std::uint64_t seed = 20;
+        for (std::vector<Var<T>>& state : initial) {
+            for (std::size_t s = 0; s < layer->state_size(); ++s) {
+                state.push_back(tape.input(random_tensor<T>(kBatch, kHidden, seed++)));
+            }
+        }
+        const RecurrentOutput<T> out = layer->forward(x, kBatch, initial);
+        std::vector<std::int32_t> targets(kSteps * kBatch);
+        for (std::size_t i = 0; i < targets.size(); ++i) {
+            targets[i] = std::int32_t((i * 7 + 3) % kClasses);
+        }
+        const Var<T> result = cross_entropy<T>(decoder->forward(out.output), targets);
+        for (Parameter<T>* p : parameters()) {
+            p->zero_grad();
+        }
+        tape.backward(result);
+        loss = double(result.item());
+        output = out.output.value_tensor();
+        input_grad = x.grad();
+        for (const std::vector<Var<T>>& state : initial) {
+            for (const Var<T>& part : state) {
+                initial_grads.push_back(part.grad());
+            }
+        }
+        for (const std::vector<Var<T>>& state : out.final_state) {
+            for (const Var<T>& part : state) {
+                final_state.push_back(part.value_tensor());
+            }
+        }
+        for (Parameter<T>* p : parameters()) {
+            parameter_grads.push_back(p->grad);
+        }
+    }
+
+    /// The layer's and the decoder's parameters.
+    std::vector<Parameter<T>*> parameters() {
+        std::vector<Parameter<T>*> list = layer->parameters();
+        for (Parameter<T>* p : decoder->parameters()) {
+            list.push_back(p);
+        }
+        return list;
+    }
+};
+
+/// True when every element of `a` equals `b`'s bit for bit (same shapes).
+template <class T>
+bool bitwise_equal(const Tensor<T>& a, const Tensor<T>& b) {
+    return a.shape() == b.shape() && std::equal(a.data(), a.data() + a.size(), b.data());
+}
+
+/// Largest |a - b| over the largest |b| (0 when b is all zeros and a equals it).
+template <class T>
+double relative_difference(const Tensor<T>& a, const Tensor<T>& b) {
+    double worst = 0, scale = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        worst = std::max(worst, std::abs(double(a.data()[i]) - double(b.data()[i])));
+        scale = std::max(scale, std::abs(double(b.data()[i])));
+    }
+    return scale == 0 ? worst : worst / scale;
+}
+
+} // namespace
+
+TEST_CASE("checkpointed layers give the full graph's values and gradients") {
+    struct Case {
+        const char* cell;
+        std::size_t layers;
+        bool bidirectional;
+    };
+    for (const Case& c :
+         {Case{"lstm", 1, false}, Case{"gru", 1, false}, Case{"rnn", 1, false},
+          Case{"lstm", 2, true}, Case{"gru", 2, true}, Case{"peephole-lstm", 1, false}}) {
+        const Run<float> full(c.cell, c.layers, c.bidirectional, 0);
+        for (const std::size_t k : {std::size_t(1), std::size_t(3), kSteps, kSteps + 5}) {
+            CAPTURE(c.cell);
+            CAPTURE(c.layers);
+            CAPTURE(c.bidirectional);
+            CAPTURE(k);
+            const Run<float> checkpointed(c.cell, c.layers, c.bidirectional, k);
+            // Bitwise while each segment's input projection (k*B rows) takes the same BLAS kernel
+            // as the full graph's (T*B rows). OpenBLAS switches kernels for tiny products: at
+            // k = 1 (4 rows) the 2-layer runs differ in the last bits, so k = 1 is held to
+            // float rounding instead.
+            const auto same = [&](const Tensor<float>& a, const Tensor<float>& b) {
+                return k >= 3 ? bitwise_equal(a, b) : relative_difference(a, b) < 1e-5;
+            };
+            CHECK(std::abs(checkpointed.loss - full.loss) <= (k >= 3 ? 0.0 : 1e-6 * full.loss));
+            CHECK(same(checkpointed.output, full.output));
+            CHECK(same(checkpointed.input_grad, full.input_grad));
+            REQUIRE(checkpointed.initial_grads.size() == full.initial_grads.size());
+            for (std::size_t i = 0; i < full.initial_grads.size(); ++i) {
+                CHECK(same(checkpointed.initial_grads[i], full.initial_grads[i]));
+            }
+            REQUIRE(checkpointed.final_state.size() == full.final_state.size());
+            for (std::size_t i = 0; i < full.final_state.size(); ++i) {
+                CHECK(same(checkpointed.final_state[i], full.final_state[i]));
+            }
+            // One segment (k >= T) sums every weight gradient exactly as the full graph; several
+            // sum them per segment, which rounds differently in float.
+            for (std::size_t i = 0; i < full.parameter_grads.size(); ++i) {
+                if (k >= kSteps) {
+                    CHECK(bitwise_equal(checkpointed.parameter_grads[i], full.parameter_grads[i]));
+                } else {
+                    CHECK(relative_difference(checkpointed.parameter_grads[i],
+                                              full.parameter_grads[i]) < 1e-5);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("checkpointed layers pass a float64 gradient check, parameters and input") {
+    RecurrentOptions options;
+    options.input_size = kInput;
+    options.hidden_size = kHidden;
+    options.checkpoint_steps = 2;
+    std::mt19937_64 rng(5);
+    const std::unique_ptr<Recurrent<double>> layer = make_recurrent<double>("lstm", options, rng);
+    Parameter<double> x("x", random_tensor<double>(kSteps * kBatch, kInput, 8));
+    const Tensor<double> weights = random_tensor<double>(kSteps * kBatch, kHidden, 9);
+    std::vector<Parameter<double>*> checked = layer->parameters();
+    checked.push_back(&x);
+    const GradCheckReport report = grad_check(
+        [&](Tape<double>& tape) {
+            const RecurrentOutput<double> out = layer->forward(tape.param(x), kBatch);
+            return sum(mul(out.output, tape.constant(weights)));
+        },
+        checked);
+    CHECK_MESSAGE(report.passed, report.summary());
+}
+
+TEST_CASE("checkpointing refuses lengths by name") {
+    RecurrentOptions options;
+    options.input_size = kInput;
+    options.hidden_size = kHidden;
+    options.checkpoint_steps = 2;
+    std::mt19937_64 rng(5);
+    LSTM<float> layer(options, rng);
+    Tape<float> tape;
+    const std::vector<std::int32_t> lengths(kBatch, 3);
+    CHECK_THROWS_WITH_AS(
+        layer.forward(tape.constant(random_tensor<float>(kSteps * kBatch, kInput, 1)), kBatch, {},
+                      lengths),
+        doctest::Contains("checkpoint_steps does not support lengths"), Error);
+}
+
+TEST_CASE("checkpointing holds a fraction of the full graph's arena") {
+    // T = 64 steps, hidden 32, batch 8: 8 segments of 8 keep the outputs, 8 boundary states and
+    // one segment's graph; the full graph keeps all 64 steps' graphs.
+    const auto arena = [](std::size_t k) {
+        RecurrentOptions options;
+        options.input_size = 16;
+        options.hidden_size = 32;
+        options.checkpoint_steps = k;
+        std::mt19937_64 rng(1);
+        LSTM<float> layer(options, rng);
+        Tape<float> tape;
+        const RecurrentOutput<float> out =
+            layer.forward(tape.input(random_tensor<float>(64 * 8, 16, 2)), 8);
+        tape.backward(sum(out.output));
+        return tape.memory_bytes(); // the scratch tape's arena included
+    };
+    const std::size_t full = arena(0);
+    const std::size_t checkpointed = arena(8);
+    CAPTURE(full);
+    CAPTURE(checkpointed);
+    CHECK(double(checkpointed) < 0.5 * double(full));
+}
