@@ -89,7 +89,7 @@ EOF
     echo "commit: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
     echo "cores: $(nproc), threads: $THREADS"
-    echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-unset (OpenBLAS's own choice)}"
+    echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-unset, OpenBLAS picks the kernel}"
     echo "openblas core used: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blas_core"])' "$OUT/summary.json")"
     echo "uptime before: $uptime_before"
     echo "uptime after:  $(uptime)"

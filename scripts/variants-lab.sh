@@ -152,7 +152,7 @@ fi
     echo "commit: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
     echo "cores: $(nproc)"
-    echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-unset (OpenBLAS's own choice)}"
+    echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-unset, OpenBLAS picks the kernel}"
     echo "openblas core used: $(cat "$OUT"/*/*.json 2>/dev/null | python3 -c 'import json,sys
 cores = set()
 for line in sys.stdin:

@@ -31,7 +31,9 @@ inline constexpr std::int32_t blank = 0;
 inline constexpr std::int32_t delimiter = 9;
 
 /// Steps of one sequence for a delay of `delay` blanks: 10 + delay + 1 + 9.
-inline constexpr std::size_t sequence_length(std::size_t delay) { return delay + 2 * remembered; }
+inline constexpr std::size_t sequence_length(std::size_t delay) {
+    return delay + 2 * remembered;
+}
 
 /// Cross-entropy (nats per step) of the memoryless strategy: 10 ln 8 / (delay + 20).
 inline double baseline_loss(std::size_t delay) {

@@ -19,10 +19,10 @@
 #include <nlohmann/json.hpp>
 
 #include "adding.hpp"
-#include "copy.hpp"
 #include "cellgrad/optim/optim.hpp"
 #include "cellgrad/version.hpp"
 #include "cli.hpp"
+#include "copy.hpp"
 #include "progress.hpp"
 
 namespace {
@@ -298,8 +298,10 @@ int main(int argc, char** argv) {
                    "peephole-lstm, concat-peephole-lstm, cifg-lstm, nfg-lstm, layernorm-lstm, "
                    "cho-gru, mgu)")
         ->check(CLI::IsMember(cellgrad::nn::cell_names()));
-    app.add_option("--T", args.steps_per_sequence, with_unit("adding: sequence length; copy: blanks between the symbols and the delimiter",
-                             "time steps"))
+    app.add_option(
+           "--T", args.steps_per_sequence,
+           with_unit("adding: sequence length; copy: blanks between the symbols and the delimiter",
+                     "time steps"))
         ->check(whole_number(2, 100000, "time steps"));
     app.add_option("--hidden", args.model.hidden, with_unit("hidden state size", "units"))
         ->check(whole_number(1, 65536, "units"));
@@ -332,8 +334,9 @@ int main(int argc, char** argv) {
     app.add_option("--eval-every", args.eval_every,
                    with_unit("steps between test evaluations", "steps"))
         ->check(whole_number(1, 1'000'000'000, "steps"));
-    app.add_option("--target", args.target,
-                   with_unit("test loss that counts as solved", "MSE (adding) or nats per step (copy)"))
+    app.add_option(
+           "--target", args.target,
+           with_unit("test loss that counts as solved", "MSE (adding) or nats per step (copy)"))
         ->check(real_number(0, 1e6));
     app.add_flag("--stop-at-target", args.stop_at_target, "stop once the test MSE is below target");
     app.add_option("--max-seconds", args.max_seconds,

@@ -248,12 +248,12 @@ int run_train(TrainArguments args) {
                                      val_nats});
         if (curve) {
             const double done = double(trainer.step() - first_step);
-            curve << fmt::format(
-                "{},{},{},{:.3f},{:.3f},{:.1f}\n", trainer.step(),
-                interval_steps > 0 ? fmt::format("{}", interval_nats / double(interval_steps))
-                                   : std::string(),
-                val_nats, train_seconds, seconds_since(start),
-                done * tokens_per_step / std::max(train_seconds, 1e-9));
+            curve << fmt::format("{},{},{},{:.3f},{:.3f},{:.1f}\n", trainer.step(),
+                                 interval_steps > 0
+                                     ? fmt::format("{}", interval_nats / double(interval_steps))
+                                     : std::string(),
+                                 val_nats, train_seconds, seconds_since(start),
+                                 done * tokens_per_step / std::max(train_seconds, 1e-9));
             curve.flush();
         }
         interval_nats = 0;
@@ -297,9 +297,8 @@ int run_train(TrainArguments args) {
                                 : std::string("anything")));
         }
         const bool over_time = args.max_seconds > 0 && seconds_since(start) > args.max_seconds;
-        const bool evaluate_now =
-            args.eval_every > 0 && (trainer.step() % args.eval_every == 0 ||
-                                    trainer.step() == last_step || over_time);
+        const bool evaluate_now = args.eval_every > 0 && (trainer.step() % args.eval_every == 0 ||
+                                                          trainer.step() == last_step || over_time);
         if (evaluate_now) {
             validate();
             save();

@@ -71,10 +71,10 @@ inline ModelEntry model_entry(const std::string& id, std::size_t hidden) {
     }
     const auto& names = cellgrad::nn::cell_names();
     if (std::find(names.begin(), names.end(), cell) == names.end()) {
-        throw cellgrad::Error(fmt::format(
-            "vanishing_gradients: unknown model '{}'; a cell ({}), optionally followed by _fb<forget "
-            "bias>, e.g. lstm_fb1",
-            id, fmt::join(names, ", ")));
+        throw cellgrad::Error(fmt::format("vanishing_gradients: unknown model '{}'; a cell ({}), "
+                                          "optionally followed by _fb<forget "
+                                          "bias>, e.g. lstm_fb1",
+                                          id, fmt::join(names, ", ")));
     }
     std::string label = cell_label(cell);
     if (with_bias) {

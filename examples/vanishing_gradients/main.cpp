@@ -25,10 +25,10 @@
 #include <CLI/CLI.hpp>
 
 #include "adding.hpp"
-#include "flow.hpp"
 #include "cellgrad/optim/optim.hpp"
 #include "cellgrad/version.hpp"
 #include "cli.hpp"
+#include "flow.hpp"
 #include "progress.hpp"
 
 namespace {
@@ -59,8 +59,8 @@ struct Arguments {
 };
 
 using flow::fit_curve;
-using flow::ModelEntry;
 using flow::model_entry;
+using flow::ModelEntry;
 using flow::quantile;
 
 /// log10 of the batch statistic ("median" or "mean") of the per-row L2 norms of `grad` (B, H).
@@ -321,12 +321,11 @@ int run(const Arguments& args) {
                     entry.label, phase, k == 0 ? "h" : "c", slope, std::pow(10.0, slope),
                     points_note, quantile(seed_factors, 0), quantile(seed_factors, 1), r2,
                     per_quantity[k][steps - 1], per_quantity[k][0]);
-                decay_csv << fmt::format("{},{},{},{},{},{},{},{},{},{},{}\n", entry.id,
-                                         entry.spec.cell, entry.spec.forget_bias, entry.label,
-                                         phase, k == 0 ? "h" : "c", field(slope),
-                                         field(std::pow(10.0, slope)),
-                                         field(quantile(seed_factors, 0)),
-                                         field(quantile(seed_factors, 1)), field(r2));
+                decay_csv << fmt::format(
+                    "{},{},{},{},{},{},{},{},{},{},{}\n", entry.id, entry.spec.cell,
+                    entry.spec.forget_bias, entry.label, phase, k == 0 ? "h" : "c", field(slope),
+                    field(std::pow(10.0, slope)), field(quantile(seed_factors, 0)),
+                    field(quantile(seed_factors, 1)), field(r2));
             }
         }
     }
@@ -392,10 +391,11 @@ int main(int argc, char** argv) {
     app.add_option("--clip", args.clip,
                    with_unit("largest global gradient norm (0: no clipping)", "L2 norm"))
         ->check(real_number(0, 1e6));
-    app.add_option("--models", args.models,
-                   with_unit("models to compare: any --cell of adding_problem, optionally with _fb<forget "
-                             "bias> (lstm_fb0, lstm_fb1, cifg-lstm_fb1, ...)",
-                             "comma-separated names"))
+    app.add_option(
+           "--models", args.models,
+           with_unit("models to compare: any --cell of adding_problem, optionally with _fb<forget "
+                     "bias> (lstm_fb0, lstm_fb1, cifg-lstm_fb1, ...)",
+                     "comma-separated names"))
         ->delimiter(',');
     app.add_option("--fit-from", args.fit_from,
                    with_unit("first lag of the slope fit", "time steps"))
