@@ -331,3 +331,20 @@ TEST_CASE("char_rnn CLI: --curve writes a CSV row per validation; --max-seconds 
     CHECK(clash2.exit_code == 1);
     CHECK(contains(clash2.err, "--curve 'run2.st' is the same file as --checkpoint"));
 }
+
+TEST_CASE("char_rnn CLI: --val-fraction 0.1 is nanoGPT's split of tiny-shakespeare's length") {
+    // nanoGPT's shakespeare_char trains on data[:int(n * 0.9)] and validates on the rest; for
+    // tiny-shakespeare's n = 1,115,394 bytes that is 1,003,854 / 111,540.
+    Workspace work;
+    const std::string unit = "First Citizen:\nBefore we proceed any further, hear me speak.\n";
+    std::string text;
+    while (text.size() < 1115394) {
+        text += unit;
+    }
+    text.resize(1115394);
+    std::ofstream(work / "sized.txt", std::ios::binary) << text;
+    const Run run = work.run("train --data sized.txt --hidden 8 --layers 1 --embedding 4 --seq 8 "
+                             "--batch 4 --threads 1 --steps 1 --eval-every 0 --val-fraction 0.1");
+    REQUIRE(run.exit_code == 0);
+    CHECK(contains(run.err, "1003854 train / 111540 val chars"));
+}
