@@ -49,7 +49,7 @@ LR="${LR:-2e-3}"
 CLIP="${CLIP:-5}"
 SEED="${SEED:-0}"
 MAX_SECONDS="${MAX_SECONDS:-3600}"
-EVAL_EVERY="${EVAL_EVERY:-500}"
+EVAL_EVERY="${EVAL_EVERY:-2000}"
 
 mkdir -p "$OUT"
 uptime_before="$(uptime)"
