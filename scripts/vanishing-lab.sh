@@ -1,22 +1,61 @@
 #!/usr/bin/env bash
 # The vanishing-gradient lab (docs/vanishing-gradients.md), end to end: builds the two programs,
-# measures gradient flow through time (CSV, decay table, gnuplot PNG/SVG), trains tanh RNN, LSTM and
-# GRU on the adding problem at T = 100 and T = 200, and writes the results table and the machine.
+# measures gradient flow through time (CSV, decay table, gnuplot PNG/SVG), trains tanh RNN, LSTM
+# (forget bias 1) and GRU on the adding problem (T = 100, 200, 400) and on the copy-memory task
+# (T = 100, 200), and writes the tables, one learning-curve plot per task and T, and machine.txt
+# (CPU, cores, OpenBLAS kernel, load before and after, wall time).
 #
-#   bash scripts/vanishing-lab.sh            # everything, into docs/vanishing-gradients/
-#   OUT=/tmp/lab STEPS=2000 bash scripts/vanishing-lab.sh
+#   bash scripts/vanishing-lab.sh                  # everything, into docs/vanishing-gradients/
+#   bash scripts/vanishing-lab.sh adding copy      # only some parts: flow adding copy report
+#   bash scripts/vanishing-lab.sh --quick          # smoke test: tiny sizes, into $TMPDIR/lab-quick
+#   OUT=/tmp/lab ADDING_T="100" bash scripts/vanishing-lab.sh adding
 #
-# Every knob is an environment variable (defaults below). Runs are capped in wall time
-# (MAX_SECONDS_T100 / MAX_SECONDS_T200) so the lab fits a shared 2-core machine; JOBS runs go side
-# by side, each with THREADS threads. The tanh RNN gets as many steps as the gated cells used.
+# Runs go one at a time (JOBS=1) so that wall times mean something on a quiet machine; the tanh RNN
+# gets as many steps as the gated cells used at the same T. Every knob is an environment variable
+# (defaults below). A part's runs are skipped when their JSON summary already exists and is
+# complete (RERUN=1 runs them again), so an interrupted lab continues where it stopped.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+quick=0
+parts=()
+for arg in "$@"; do
+    case "$arg" in
+    --quick) quick=1 ;;
+    flow | adding | copy | report) parts+=("$arg") ;;
+    -h | --help)
+        sed -n '2,16p' "${BASH_SOURCE[0]}"
+        exit 0
+        ;;
+    *)
+        echo "vanishing-lab.sh: unknown argument '$arg' (--quick, flow, adding, copy, report)" >&2
+        exit 2
+        ;;
+    esac
+done
+[ ${#parts[@]} -eq 0 ] && parts=(flow adding copy report)
+wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
+
 BUILD="${BUILD:-$repo/build}"
-OUT="${OUT:-$repo/docs/vanishing-gradients}"
 THREADS="${THREADS:-1}"
 HIDDEN="${HIDDEN:-128}"
-# Gradient flow.
+BATCH="${BATCH:-50}"
+LSTM_FORGET_BIAS="${LSTM_FORGET_BIAS:-1}"
+TEST_SIZE="${TEST_SIZE:-500}"
+EVAL_EVERY="${EVAL_EVERY:-100}"
+SEED="${SEED:-0}"
+RERUN="${RERUN:-0}"
+if [ "$quick" = 1 ]; then
+    OUT="${OUT:-${TMPDIR:-/tmp}/lab-quick}"
+    HIDDEN=16 TEST_SIZE=50 EVAL_EVERY=20
+    FLOW_T="${FLOW_T:-40}" FLOW_SEEDS="${FLOW_SEEDS:-2}" FLOW_BATCH="${FLOW_BATCH:-8}"
+    FLOW_TRAIN_STEPS="${FLOW_TRAIN_STEPS:-5}" FIT_FROM="${FIT_FROM:-5}" FIT_TO="${FIT_TO:-30}"
+    ADDING_T="${ADDING_T:-10 20}" COPY_T="${COPY_T:-5 10}"
+    STEPS="${STEPS:-60}" MAX_SECONDS="${MAX_SECONDS:-60}"
+else
+    OUT="${OUT:-$repo/docs/vanishing-gradients}"
+fi
+# Gradient flow: the classic models, then every variant cell (decay factors per step).
 FLOW_T="${FLOW_T:-200}"
 FLOW_SEEDS="${FLOW_SEEDS:-3}"
 FLOW_BATCH="${FLOW_BATCH:-50}"
@@ -24,138 +63,124 @@ FLOW_TRAIN_STEPS="${FLOW_TRAIN_STEPS:-100}"
 FLOW_TRAIN_BATCH="${FLOW_TRAIN_BATCH:-20}"
 FIT_FROM="${FIT_FROM:-10}"
 FIT_TO="${FIT_TO:-150}"
-# Adding problem.
-STEPS="${STEPS:-5000}"
-BATCH="${BATCH:-50}"
-LSTM_FORGET_BIAS="${LSTM_FORGET_BIAS:-1}"
-TEST_SIZE="${TEST_SIZE:-500}"
-EVAL_EVERY="${EVAL_EVERY:-100}"
-MAX_SECONDS_T100="${MAX_SECONDS_T100:-600}"
-MAX_SECONDS_T200="${MAX_SECONDS_T200:-360}"
-# Longer LSTM and GRU runs at T = 100 (stop at the target), side by side; 0 skips them.
-LONG_SECONDS="${LONG_SECONDS:-1200}"
-LONG_STEPS="${LONG_STEPS:-8000}"
-SEED="${SEED:-0}"
+FLOW_MODELS="${FLOW_MODELS:-rnn,lstm_fb0,lstm_fb1,gru}"
+FLOW_VARIANTS="${FLOW_VARIANTS:-lesson-lstm_fb1,lstm_fb1,peephole-lstm_fb1,concat-peephole-lstm_fb1,cifg-lstm_fb1,nfg-lstm,layernorm-lstm_fb1,gru,cho-gru,mgu,rnn}"
+# Training: the lengths of each task, steps at most, wall-time cap per run (0: none); STEPS_T<T>
+# and MAX_SECONDS_T<T> override per T (an hour per model at T = 400 by default).
+ADDING_T="${ADDING_T:-100 200 400}"
+COPY_T="${COPY_T:-100 200}"
+STEPS="${STEPS:-30000}"
+MAX_SECONDS="${MAX_SECONDS:-7200}"
+MAX_SECONDS_T400="${MAX_SECONDS_T400:-3600}"
+CELLS_GATED="${CELLS_GATED:-lstm gru}"
 
 start=$(date +%s)
 mkdir -p "$OUT"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+uptime_before="$(uptime)"
 cmake -S "$repo" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" -j2 --target adding_problem vanishing_gradients
+cmake --build "$BUILD" -j2 --target adding_problem vanishing_gradients >/dev/null
 adding="$BUILD/examples/adding_problem/adding_problem"
 flow="$BUILD/examples/vanishing_gradients/vanishing_gradients"
 
-# One adding-problem run: cell, T, steps, max seconds, extra flags; JSON to $OUT/adding_<cell>_T<T>.json.
-run_adding() {
-    local cell="$1" T="$2" steps="$3" seconds="$4"
-    shift 4
-    local name="adding_${cell}_T${T}${NAME_SUFFIX:-}"
-    "$adding" --cell "$cell" --T "$T" --hidden "$HIDDEN" --batch "$BATCH" --steps "$steps" \
-        --lr 1e-3 --alpha 0.9 --clip 1 --seed "$SEED" --threads "$THREADS" \
+# The per-T override of a knob: per_t STEPS 400 -> $STEPS_T400 if set, else $STEPS.
+per_t() {
+    local name="${1}_T${2}"
+    echo "${!name:-${!1}}"
+}
+
+# True when a run's JSON summary exists and is complete (the program printed it at the end).
+done_already() {
+    [ "$RERUN" != 1 ] && [ -s "$1" ] && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null
+}
+
+# One run: task, cell, T, steps, max seconds, extra flags; $OUT/<task>_<cell>_T<T>.{json,csv,log}.
+run_task() {
+    local task="$1" cell="$2" T="$3" steps="$4" seconds="$5"
+    shift 5
+    local name="${task}_${cell}_T${T}"
+    if done_already "$OUT/$name.json"; then
+        echo "   $name: done already ($OUT/$name.json)"
+        return
+    fi
+    local bias=()
+    [ "$cell" = lstm ] && bias=(--forget-bias "$LSTM_FORGET_BIAS")
+    echo "   $name: at most $steps steps / $seconds s ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg))"
+    "$adding" --task "$task" --cell "$cell" --T "$T" --hidden "$HIDDEN" --batch "$BATCH" \
+        --steps "$steps" --lr 1e-3 --alpha 0.9 --clip 1 --seed "$SEED" --threads "$THREADS" \
         --test-size "$TEST_SIZE" --eval-every "$EVAL_EVERY" --max-seconds "$seconds" \
-        --csv "$OUT/$name.csv" "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
+        "${bias[@]}" --csv "$OUT/$name.csv" "$@" >"$OUT/$name.json.part" 2>"$OUT/$name.log"
+    mv "$OUT/$name.json.part" "$OUT/$name.json"
 }
 
-# Steps the given JSON summaries ran, at most.
+# Most steps any of the given JSON summaries ran.
 max_steps() {
-    python3 -c 'import json,sys; print(max(json.load(open(f))["steps"] for f in sys.argv[1:]))' "$@"
+    python3 -c 'import json,sys; print(max(int(json.load(open(f))["steps"]) for f in sys.argv[1:]))' "$@"
 }
 
-echo "== gradient flow (T = $FLOW_T) and adding problem T = 100 (LSTM, GRU), side by side"
-"$flow" --T "$FLOW_T" --hidden "$HIDDEN" --batch "$FLOW_BATCH" --seeds "$FLOW_SEEDS" \
-    --train-steps "$FLOW_TRAIN_STEPS" --train-batch "$FLOW_TRAIN_BATCH" --fit-from "$FIT_FROM" \
-    --fit-to "$FIT_TO" --threads "$THREADS" --out-dir "$OUT" >"$OUT/flow.log" 2>&1 &
-flow_pid=$!
-run_adding lstm 100 "$STEPS" "$MAX_SECONDS_T100" --forget-bias "$LSTM_FORGET_BIAS" --stop-at-target &
-lstm_pid=$!
-run_adding gru 100 "$STEPS" "$MAX_SECONDS_T100" --stop-at-target &
-gru_pid=$!
-wait "$lstm_pid" "$gru_pid"
+# Gated cells to the target (or the caps), then the tanh RNN for as many steps.
+run_lengths() {
+    local task="$1" lengths="$2"
+    for T in $lengths; do
+        local steps seconds
+        steps="$(per_t STEPS "$T")"
+        seconds="$(per_t MAX_SECONDS "$T")"
+        local summaries=()
+        for cell in $CELLS_GATED; do
+            run_task "$task" "$cell" "$T" "$steps" "$seconds" --stop-at-target
+            summaries+=("$OUT/${task}_${cell}_T${T}.json")
+        done
+        run_task "$task" rnn "$T" "$(max_steps "${summaries[@]}")" "$seconds"
+    done
+}
 
-echo "== adding problem T = 100 (tanh RNN, same steps) and T = 200 (LSTM, GRU)"
-rnn_steps=$(max_steps "$OUT/adding_lstm_T100.json" "$OUT/adding_gru_T100.json")
-run_adding rnn 100 "$rnn_steps" "$MAX_SECONDS_T100" &
-rnn_pid=$!
-run_adding lstm 200 "$STEPS" "$MAX_SECONDS_T200" --forget-bias "$LSTM_FORGET_BIAS" --stop-at-target &
-lstm_pid=$!
-wait "$flow_pid"
-run_adding gru 200 "$STEPS" "$MAX_SECONDS_T200" --stop-at-target &
-gru_pid=$!
-wait "$rnn_pid" "$lstm_pid" "$gru_pid"
-
-echo "== adding problem T = 200 (tanh RNN, same steps)"
-rnn_steps=$(max_steps "$OUT/adding_lstm_T200.json" "$OUT/adding_gru_T200.json")
-run_adding rnn 200 "$rnn_steps" "$MAX_SECONDS_T200"
-
-if [ "$LONG_SECONDS" != 0 ]; then
-    echo "== longer runs at T = 100 (LSTM, GRU; at most $LONG_SECONDS s each)"
-    NAME_SUFFIX=_long run_adding lstm 100 "$LONG_STEPS" "$LONG_SECONDS" --forget-bias "$LSTM_FORGET_BIAS" --stop-at-target &
-    lstm_pid=$!
-    NAME_SUFFIX=_long run_adding gru 100 "$LONG_STEPS" "$LONG_SECONDS" --stop-at-target &
-    gru_pid=$!
-    wait "$lstm_pid" "$gru_pid"
-    rnn_steps=$(max_steps "$OUT/adding_lstm_T100_long.json" "$OUT/adding_gru_T100_long.json")
-    NAME_SUFFIX=_long run_adding rnn 100 "$rnn_steps" "$LONG_SECONDS"
+if wants flow; then
+    echo "== gradient flow at T = $FLOW_T: $FLOW_MODELS; then the variants: $FLOW_VARIANTS"
+    common=(--T "$FLOW_T" --hidden "$HIDDEN" --batch "$FLOW_BATCH" --seeds "$FLOW_SEEDS"
+        --train-steps "$FLOW_TRAIN_STEPS" --train-batch "$FLOW_TRAIN_BATCH" --fit-from "$FIT_FROM"
+        --fit-to "$FIT_TO" --threads "$THREADS")
+    "$flow" "${common[@]}" --models "$FLOW_MODELS" --out-dir "$OUT" >"$OUT/flow.log" 2>&1
+    mkdir -p "$OUT/variants"
+    "$flow" "${common[@]}" --models "$FLOW_VARIANTS" --out-dir "$OUT/variants" \
+        >"$OUT/variants/flow.log" 2>&1
+fi
+if wants adding; then
+    echo "== adding problem, T = $ADDING_T"
+    run_lengths adding "$ADDING_T"
+fi
+if wants copy; then
+    echo "== copy-memory task, T = $COPY_T"
+    run_lengths copy "$COPY_T"
 fi
 
-echo "== tables, learning-curve plot, machine"
-python3 - "$OUT" <<'EOF'
-import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
-rows = ["| model | T | steps run | stopped by | final test MSE | best test MSE | steps to test MSE < 0.01 | seconds to < 0.01 | wall s | threads |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-for T, suffix in ((100, ""), (100, "_long"), (200, "")):
-    for cell in ("rnn", "lstm", "gru"):
-        f = out / f"adding_{cell}_T{T}{suffix}.json"
-        if not f.exists() or not f.read_text().strip():
-            continue
-        s = json.loads(f.read_text().strip().splitlines()[-1])
-        name = {"rnn": "tanh RNN", "gru": "GRU"}.get(cell, f"LSTM (forget bias {s['forget_bias']:g})")
-        name += " (longer run)" if suffix else ""
-        hit = s["steps_to_target"] is not None
-        to_steps = str(int(s["steps_to_target"])) if hit else "not reached"
-        to_seconds = f"{s['seconds_to_target']:.0f}" if hit else "-"
-        rows.append(f"| {name} | {T} | {s['steps']} | {s['stopped_by']} | {s['test_mse']:.4f} | "
-                    f"{s['best_test_mse']:.4f} | {to_steps} | {to_seconds} | "
-                    f"{s['wall_seconds']:.0f} | {s['threads']} |")
-(out / "adding_table.md").write_text("\n".join(rows) + "\n")
-print("\n".join(rows))
-EOF
-cat >"$OUT/adding_curves.gp" <<'EOF'
-# Learning curves of the adding problem (test MSE against step); gnuplot adding_curves.gp.
-set datafile separator ','
-set terminal pngcairo size 1300,520 font 'sans,10'
-set output 'adding_curves.png'
-set logscale y
-set grid
-set xlabel 'training step (batch 50)'
-set ylabel 'test MSE'
-set key top right
-set multiplot layout 1,2 title 'Adding problem, hidden 128, RMSprop lr 1e-3, clip 1'
-# T = 100: the longer LSTM/GRU runs when present (same seed and flags, so they extend the short ones).
-lstm100 = system('test -s adding_lstm_T100_long.csv && echo adding_lstm_T100_long.csv || echo adding_lstm_T100.csv')
-gru100 = system('test -s adding_gru_T100_long.csv && echo adding_gru_T100_long.csv || echo adding_gru_T100.csv')
-rnn100 = system('test -s adding_rnn_T100_long.csv && echo adding_rnn_T100_long.csv || echo adding_rnn_T100.csv')
-set title 'T = 100'
-plot 0.1667 with lines dt 2 lc rgb 'gray' title 'baseline 1/6', \
-     0.01 with lines dt 3 lc rgb 'black' title 'solved (0.01)', \
-     rnn100 using 6:8 with lines lw 2 lc rgb '#d62728' title 'tanh RNN', \
-     lstm100 using 6:8 with lines lw 2 lc rgb '#2ca02c' title 'LSTM (forget bias 1)', \
-     gru100 using 6:8 with lines lw 2 lc rgb '#9467bd' title 'GRU'
-set title 'T = 200'
-plot 0.1667 with lines dt 2 lc rgb 'gray' title 'baseline 1/6', \
-     0.01 with lines dt 3 lc rgb 'black' title 'solved (0.01)', \
-     'adding_rnn_T200.csv' using 6:8 with lines lw 2 lc rgb '#d62728' title 'tanh RNN', \
-     'adding_lstm_T200.csv' using 6:8 with lines lw 2 lc rgb '#2ca02c' title 'LSTM (forget bias 1)', \
-     'adding_gru_T200.csv' using 6:8 with lines lw 2 lc rgb '#9467bd' title 'GRU'
-unset multiplot
-EOF
-(cd "$OUT" && gnuplot adding_curves.gp) || echo "gnuplot failed (apt-get install gnuplot-nox)"
+if wants report || wants adding || wants copy; then
+    echo "== tables and learning-curve plots"
+    python3 "$repo/scripts/lab_report.py" "$OUT" "$LSTM_FORGET_BIAS"
+    for gp in "$OUT"/curves_*.gp; do
+        [ -e "$gp" ] || continue
+        (cd "$OUT" && gnuplot "$(basename "$gp")") || echo "gnuplot failed on $gp (apt-get install gnuplot-nox)"
+    done
+fi
+
+# machine.txt keeps one section per invocation (a lab run in parts states each part's conditions).
 {
+    echo "---"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "nproc: $(nproc)"
-    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-    echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "threads per run: $THREADS"
+    echo "parts: ${parts[*]}$([ "$quick" = 1 ] && echo ' (--quick)')"
+    echo "commit: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
+    echo "cores: $(nproc) (lscpu: $(lscpu 2>/dev/null | sed -n 's/^CPU(s): *//p' | head -1) CPUs)"
+    echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-unset, OpenBLAS picks the kernel}"
+    echo "openblas core used: $(cat "$OUT"/*.json 2>/dev/null | python3 -c 'import json,sys
+cores = set()
+for line in sys.stdin:
+    try: cores.add(json.loads(line).get("blas_core", "?"))
+    except Exception: pass
+print(", ".join(sorted(cores)) or "-")')"
+    echo "scheduling class: $(chrt -p $$ 2>/dev/null | sed -n 's/.*scheduling policy: //p' | head -1)"
+    echo "uptime before: $uptime_before"
+    echo "uptime after:  $(uptime)"
+    echo "load average before / after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "threads per run: $THREADS, one run at a time"
     echo "lab wall time: $(($(date +%s) - start)) s"
-} >"$OUT/machine.txt"
-cat "$OUT/machine.txt"
+} | tee -a "$OUT/machine.txt"

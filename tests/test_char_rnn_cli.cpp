@@ -5,11 +5,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "char_rnn.hpp"
 
@@ -276,4 +278,73 @@ TEST_CASE("char_rnn CLI: devices, directories and bad checkpoints get clear erro
     CHECK(sample.exit_code == 0);
     CHECK(sample.out.size() == 3 + 20000 + 1);
     CHECK(sample.out.substr(0, 3) == "the");
+}
+
+TEST_CASE("char_rnn CLI: --curve writes a CSV row per validation; --max-seconds stops early") {
+    Workspace work;
+    // 6 steps, validation every 2: rows at steps 2, 4 and 6; the last one is the summary's.
+    const Run run = work.run(tiny + " --steps 6 --eval-every 2 --curve curve.csv");
+    REQUIRE(run.exit_code == 0);
+    const nlohmann::json summary = nlohmann::json::parse(run.out);
+    CHECK(summary["stopped_by"] == "steps");
+    std::istringstream lines(slurp(work / "curve.csv"));
+    std::string line;
+    std::getline(lines, line);
+    CHECK(line == "step,train_nats,val_nats,train_seconds,wall_seconds,tokens_per_second");
+    std::vector<std::vector<std::string>> rows;
+    while (std::getline(lines, line)) {
+        std::vector<std::string> fields;
+        std::istringstream cells(line);
+        for (std::string cell; std::getline(cells, cell, ',');) {
+            fields.push_back(cell);
+        }
+        rows.push_back(fields);
+    }
+    REQUIRE(rows.size() == 3);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        REQUIRE(rows[i].size() == 6);
+        CHECK(rows[i][0] == std::to_string(2 * (i + 1)));
+        CHECK(std::stod(rows[i][1]) > 0); // the mean training loss of the 2 steps before
+        CHECK(std::stod(rows[i][5]) > 0);
+    }
+    CHECK(std::stod(rows[2][2]) == doctest::Approx(summary["val_nats"].get<double>()));
+
+    // A wall-time limit far below what a million steps take: the run stops early, having
+    // validated and saved the step it reached, and says why.
+    const Run limited = work.run(tiny + " --steps 1000000 --eval-every 1000 --max-seconds 0.5 "
+                                        "--checkpoint run.st");
+    REQUIRE(limited.exit_code == 0);
+    const nlohmann::json stopped = nlohmann::json::parse(limited.out);
+    CHECK(stopped["stopped_by"] == "max_seconds");
+    const std::int64_t steps = stopped["steps"].get<std::int64_t>();
+    CHECK(steps > 0);
+    CHECK(steps < 1000000);
+    CHECK(!stopped["val_nats"].is_null());
+    CHECK(char_rnn::read_checkpoint_info(cellgrad::io::load_safetensors(work / "run.st")).step ==
+          steps);
+
+    // The curve is an output: it may not overwrite the data or a checkpoint.
+    const Run clash = work.run(tiny + " --steps 2 --curve text.txt");
+    CHECK(clash.exit_code == 1);
+    CHECK(contains(clash.err, "--curve 'text.txt' is the same file as --data 'text.txt'"));
+    const Run clash2 = work.run(tiny + " --steps 2 --checkpoint run2.st --curve run2.st");
+    CHECK(clash2.exit_code == 1);
+    CHECK(contains(clash2.err, "--curve 'run2.st' is the same file as --checkpoint"));
+}
+
+TEST_CASE("char_rnn CLI: --val-fraction 0.1 is nanoGPT's split of tiny-shakespeare's length") {
+    // nanoGPT's shakespeare_char trains on data[:int(n * 0.9)] and validates on the rest; for
+    // tiny-shakespeare's n = 1,115,394 bytes that is 1,003,854 / 111,540.
+    Workspace work;
+    const std::string unit = "First Citizen:\nBefore we proceed any further, hear me speak.\n";
+    std::string text;
+    while (text.size() < 1115394) {
+        text += unit;
+    }
+    text.resize(1115394);
+    std::ofstream(work / "sized.txt", std::ios::binary) << text;
+    const Run run = work.run("train --data sized.txt --hidden 8 --layers 1 --embedding 4 --seq 8 "
+                             "--batch 4 --threads 1 --steps 1 --eval-every 0 --val-fraction 0.1");
+    REQUIRE(run.exit_code == 0);
+    CHECK(contains(run.err, "1003854 train / 111540 val chars"));
 }

@@ -6,6 +6,7 @@
 //                    [--lstmvis DIR]   (examples/char_rnn/inspect_command.cpp, docs/inspect.md)
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <limits>
 #include <numbers>
 #include <optional>
@@ -35,6 +36,8 @@ struct TrainArguments {
     std::int64_t steps = 1000;
     double val_fraction = 0.05;
     std::int64_t eval_every = 200;
+    double max_seconds = 0;
+    std::string curve;
     int threads = 0; ///< 0: chosen from the model's shapes
     std::string checkpoint;
     std::string best;
@@ -73,7 +76,8 @@ std::vector<std::string> conflicts(const TrainArguments& args, const char_rnn::M
 /// Refuses output paths that cannot be written, or that are also inputs, before any work.
 void check_outputs(const TrainArguments& args) {
     for (const auto& [flag, path] :
-         {std::pair{"--checkpoint", &args.checkpoint}, std::pair{"--best", &args.best}}) {
+         {std::pair{"--checkpoint", &args.checkpoint}, std::pair{"--best", &args.best},
+          std::pair{"--curve", &args.curve}}) {
         if (path->empty()) {
             continue;
         }
@@ -85,6 +89,14 @@ void check_outputs(const TrainArguments& args) {
                                                   "would be overwritten; write elsewhere",
                                                   flag, *path, input_flag, *input));
             }
+        }
+    }
+    for (const auto& [flag, path] :
+         {std::pair{"--checkpoint", &args.checkpoint}, std::pair{"--best", &args.best},
+          std::pair{"--resume", &args.resume}}) {
+        if (!args.curve.empty() && !path->empty() && char_rnn::same_path(args.curve, *path)) {
+            throw cellgrad::Error(fmt::format("--curve '{}' is the same file as {}; give two names",
+                                              args.curve, flag));
         }
     }
     if (!args.checkpoint.empty() && !args.best.empty() &&
@@ -202,6 +214,18 @@ int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
                              : std::string());
     }
 
+    // The learning curve: one CSV row per validation (appended to on --resume).
+    std::ofstream curve;
+    if (!args.curve.empty() && leads) { // only rank 0 writes the curve
+        const bool fresh = !std::filesystem::exists(args.curve) || args.resume.empty();
+        curve.open(args.curve, fresh ? std::ios::trunc : std::ios::app);
+        if (!curve) {
+            throw cellgrad::Error(fmt::format("train: cannot write --curve '{}'", args.curve));
+        }
+        if (fresh) {
+            curve << "step,train_nats,val_nats,train_seconds,wall_seconds,tokens_per_second\n";
+        }
+    }
     const auto start = Clock::now();
     double train_seconds = 0;
     // A uniform guess scores ln V; a run far above that has diverged and is stopped unsaved.
@@ -250,6 +274,16 @@ int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
                                          ? std::optional(interval_nats / double(interval_steps))
                                          : std::nullopt,
                                      val_nats});
+        if (curve) {
+            const double done = double(trainer.step() - first_step);
+            curve << fmt::format("{},{},{},{:.3f},{:.3f},{:.1f}\n", trainer.step(),
+                                 interval_steps > 0
+                                     ? fmt::format("{}", interval_nats / double(interval_steps))
+                                     : std::string(),
+                                 val_nats, train_seconds, seconds_since(start),
+                                 done * tokens_per_step / std::max(train_seconds, 1e-9));
+            curve.flush();
+        }
         interval_nats = 0;
         interval_steps = 0;
         char_rnn::SampleConfig taste;
@@ -272,6 +306,7 @@ int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
             saved_step = trainer.step();
         }
     };
+    std::string stopped_by = "steps";
     while (trainer.step() < last_step) {
         const auto step_start = Clock::now();
         last_loss = trainer.train_step(); // throws, before anything is saved, if non-finite
@@ -291,8 +326,12 @@ int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
                 saved_step >= 0 ? fmt::format("(the checkpoint of step {} is kept)", saved_step)
                                 : std::string("anything")));
         }
+        // Rank 0's clock decides, so that every rank stops after the same step.
+        const bool over_time =
+            args.max_seconds > 0 &&
+            ranks.share(seconds_since(start) > args.max_seconds ? 1.0 : 0.0) > 0.5;
         const bool evaluate_now = args.eval_every > 0 && (trainer.step() % args.eval_every == 0 ||
-                                                          trainer.step() == last_step);
+                                                          trainer.step() == last_step || over_time);
         if (evaluate_now) {
             validate();
             save();
@@ -307,6 +346,11 @@ int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
                                       loss_text(smoothed_loss), val, rate, eta),
                           evaluate_now);
         }
+        if (over_time) {
+            progress.finish();
+            stopped_by = "max_seconds";
+            break;
+        }
     }
     if (args.eval_every <= 0 && val_part.size() >= 2) {
         validate();
@@ -320,6 +364,7 @@ int run_train(TrainArguments args, char_rnn::Ranks& ranks) {
         {"hidden", model_config.hidden},
         {"layers", model_config.layers},
         {"steps", trainer.step()},
+        {"stopped_by", stopped_by},
         {"train_loss", last_loss},
         {"train_loss_smoothed", smoothed_loss},
         {"train_bits_smoothed", smoothed_loss / std::numbers::ln2},
@@ -442,6 +487,16 @@ int main(int argc, char** argv) {
             "--eval-every", train.eval_every,
             with_unit("validate and checkpoint every K steps (0: at the end only)", "steps"))
         ->check(whole_number(0, most_steps, "steps"));
+    train_command
+        ->add_option("--max-seconds", train.max_seconds,
+                     with_unit("stop (validate and save first) once training has run this long "
+                               "(0: no limit)",
+                               "seconds of wall time"))
+        ->check(real_number(0, 1e9));
+    train_command->add_option(
+        "--curve", train.curve,
+        with_unit("write the learning curve here as CSV, a row per validation (default: none)",
+                  file));
     train_command
         ->add_option("--threads", train.threads, with_unit(examples::threads_help, "threads"))
         ->check(whole_number(0, 256, "threads"));

@@ -1,12 +1,14 @@
 // vanishing_gradients: how the error signal fades with time lag in a tanh RNN, an LSTM (forget
-// bias 0 and 1) and a GRU, read straight off the graph (RecurrentOutput::states[..][t][k].grad()).
+// bias 0 and 1), a GRU or any variant cell, read straight off the graph
+// (RecurrentOutput::states[..][t][k].grad()).
 //   vanishing_gradients --T 200 --hidden 128 --batch 50 --seeds 5 --train-steps 300 --out-dir DIR
 // Adding-problem sequences, loss = MSE of a Linear head on h_T (last step only). For every t:
 // ||dL/dh_t|| per sequence (and ||dL/dc_t|| for the LSTMs), the median (or mean) over the batch,
 // log10, then median / quartiles / min / max over seeds; at initialisation and after
 // --train-steps steps of RMSprop (lr 1e-3, decay 0.9, clip 1). Float64 throughout, so norms down to
-// 1e-300 stay exact. Writes DIR/gradient_flow.csv (tidy), DIR/decay_table.md (least-squares slope
-// of log10 norm against lag over [--fit-from, --fit-to], as a factor per step 10^slope),
+// 1e-300 stay exact. Writes DIR/gradient_flow.csv (tidy), DIR/decay_table.md and .csv
+// (least-squares slope of log10 norm against lag over [--fit-from, --fit-to], as a factor per
+// step 10^slope),
 // DIR/gradient_flow.gp and, through gnuplot, DIR/gradient_flow.png and DIR/gradient_flow.svg.
 #include <algorithm>
 #include <chrono>
@@ -26,6 +28,7 @@
 #include "cellgrad/optim/optim.hpp"
 #include "cellgrad/version.hpp"
 #include "cli.hpp"
+#include "flow.hpp"
 #include "progress.hpp"
 
 namespace {
@@ -55,41 +58,10 @@ struct Arguments {
     bool plot = true;
 };
 
-/// A model the lab compares: its id (CSV), its label (plot, table) and how it is built.
-struct ModelEntry {
-    std::string id;
-    std::string label;
-    adding::ModelSpec spec;
-};
-
-/// The spec behind a model id: rnn, lstm_fb<bias> (e.g. lstm_fb0, lstm_fb1, lstm_fb3) or gru.
-ModelEntry model_entry(const std::string& id, std::size_t hidden) {
-    if (id == "rnn") {
-        return {id, "tanh RNN", {"rnn", hidden, 0.0}};
-    }
-    if (id == "gru") {
-        return {id, "GRU", {"gru", hidden, 0.0}};
-    }
-    if (id.rfind("lstm_fb", 0) == 0 && id.size() > 7) {
-        const double bias = std::stod(id.substr(7));
-        return {id, fmt::format("LSTM forget bias {}", bias), {"lstm", hidden, bias}};
-    }
-    throw cellgrad::Error(
-        fmt::format("vanishing_gradients: unknown model '{}' (rnn, lstm_fb<bias>, gru)", id));
-}
-
-/// Quantile q in [0, 1] of the finite values (linear interpolation); NaN when there are none.
-double quantile(std::vector<double> values, double q) {
-    std::erase_if(values, [](double v) { return !std::isfinite(v); });
-    if (values.empty()) {
-        return nan;
-    }
-    std::sort(values.begin(), values.end());
-    const double position = q * double(values.size() - 1);
-    const auto below = static_cast<std::size_t>(std::floor(position));
-    const std::size_t above = std::min(below + 1, values.size() - 1);
-    return values[below] + (position - double(below)) * (values[above] - values[below]);
-}
+using flow::fit_curve;
+using flow::model_entry;
+using flow::ModelEntry;
+using flow::quantile;
 
 /// log10 of the batch statistic ("median" or "mean") of the per-row L2 norms of `grad` (B, H).
 double log10_batch_norm(const cellgrad::Tensor<T>& grad, const std::string& batch_stat) {
@@ -161,50 +133,18 @@ double train(adding::Model<T>& model, const Arguments& args, std::mt19937_64& da
     return last;
 }
 
-/// Least-squares line y = a + slope * x through the finite points; {slope, r^2, points}.
-std::tuple<double, double, std::size_t> fit_line(const std::vector<double>& x,
-                                                 const std::vector<double>& y) {
-    double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        if (!std::isfinite(y[i])) {
-            continue;
-        }
-        n += 1;
-        sx += x[i];
-        sy += y[i];
-        sxx += x[i] * x[i];
-        sxy += x[i] * y[i];
-        syy += y[i] * y[i];
-    }
-    if (n < 2) {
-        return {nan, nan, std::size_t(n)};
-    }
-    const double cxx = sxx - sx * sx / n, cxy = sxy - sx * sy / n, cyy = syy - sy * sy / n;
-    const double slope = cxy / cxx;
-    const double r2 = cyy > 0 ? cxy * cxy / (cxx * cyy) : 1.0;
-    return {slope, r2, std::size_t(n)};
-}
-
-/// Slope of log10 norm against lag over [from, to] for a curve indexed by t (lag = T - 1 - t).
-std::tuple<double, double, std::size_t> fit_curve(const std::vector<double>& curve,
-                                                  std::size_t from, std::size_t to) {
-    std::vector<double> lags, values;
-    const std::size_t steps = curve.size();
-    for (std::size_t lag = from; lag <= to && lag < steps; ++lag) {
-        lags.push_back(double(lag));
-        values.push_back(curve[steps - 1 - lag]);
-    }
-    return fit_line(lags, values);
-}
-
 /// Formats a number for a CSV field; empty for NaN/Inf (gnuplot reads that as missing).
 std::string field(double value) {
     return std::isfinite(value) ? fmt::format("{:.6g}", value) : std::string();
 }
 
 /// The gnuplot script: two panels (at initialisation, after training), log y, one line per model.
-std::string gnuplot_script(const std::vector<ModelEntry>& models, const Arguments& args) {
-    const char* colours[] = {"#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
+/// `has_cell_state[id]` says whether the model's curves include dL/dc_t (the LSTM family).
+std::string gnuplot_script(const std::vector<ModelEntry>& models,
+                           const std::map<std::string, bool>& has_cell_state,
+                           const Arguments& args) {
+    const char* colours[] = {"#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+                             "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8"};
     std::ostringstream gp;
     gp << "# Generated by vanishing_gradients: gnuplot gradient_flow.gp (in this directory).\n"
        << "set datafile separator ','\n"
@@ -222,9 +162,9 @@ std::string gnuplot_script(const std::vector<ModelEntry>& models, const Argument
         panel << "plot ";
         bool first = true;
         for (std::size_t m = 0; m < models.size(); ++m) {
-            const char* colour = colours[m % 6];
+            const char* colour = colours[m % 12];
             for (const std::string quantity : {"h", "c"}) {
-                if (quantity == "c" && models[m].spec.cell != "lstm") {
+                if (quantity == "c" && !has_cell_state.at(models[m].id)) {
                     continue;
                 }
                 const std::string selected =
@@ -286,11 +226,8 @@ int run(const Arguments& args) {
     using Curves = std::vector<std::vector<std::vector<double>>>; // [quantity][seed][t]
     std::map<std::string, std::map<std::string, Curves>> curves;
     const std::vector<std::string> phases{"init", "trained"};
+    std::map<std::string, bool> has_cell_state;
     for (const ModelEntry& entry : models) {
-        const std::size_t quantities = entry.spec.cell == "lstm" ? 2 : 1;
-        for (const std::string& phase : phases) {
-            curves[entry.id][phase].assign(quantities, std::vector<std::vector<double>>());
-        }
         for (std::size_t seed = 0; seed < args.seeds; ++seed) {
             const auto seed_start = Clock::now();
             std::mt19937_64 weight_rng(seed);
@@ -301,6 +238,11 @@ int run(const Arguments& args) {
             auto at_init = measure(model, batch, args.batch_stat);
             const double last_mse = args.train_steps > 0 ? train(model, args, data_rng) : nan;
             auto trained = measure(model, batch, args.batch_stat);
+            const std::size_t quantities = at_init.size(); // 2 (h, c) for the LSTM family
+            has_cell_state[entry.id] = quantities > 1;
+            for (const std::string& phase : phases) {
+                curves[entry.id][phase].resize(quantities);
+            }
             for (std::size_t k = 0; k < quantities; ++k) {
                 curves[entry.id]["init"][k].push_back(std::move(at_init[k]));
                 curves[entry.id]["trained"][k].push_back(std::move(trained[k]));
@@ -308,7 +250,7 @@ int run(const Arguments& args) {
             const auto& h0 = curves[entry.id]["init"][0].back();
             const auto& h1 = curves[entry.id]["trained"][0].back();
             fmt::print(stderr,
-                       "  {:<20} seed {}: log10||dL/dh|| at lag 0 / {}: init {:.2f} / {:.2f}, "
+                       "  {:<28} seed {}: log10||dL/dh|| at lag 0 / {}: init {:.2f} / {:.2f}, "
                        "trained {:.2f} / {:.2f}; last train MSE {:.4f} ({:.1f}s)\n",
                        entry.label, seed, steps - 1, h0[steps - 1], h0[0], h1[steps - 1], h1[0],
                        last_mse, seconds_since(seed_start));
@@ -362,6 +304,10 @@ int run(const Arguments& args) {
              "(min-max) | R^2 | log10 norm at lag 0 / lag "
           << steps - 1 << " |\n";
     table << "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n";
+    // The same numbers for other scripts (scripts/variants-lab.sh reads the factors from here).
+    std::ofstream decay_csv(out_dir / "decay_table.csv");
+    decay_csv << "model,cell,forget_bias,label,phase,quantity,slope,factor_per_step,"
+                 "seed_factor_min,seed_factor_max,r2\n";
     for (const ModelEntry& entry : models) {
         for (const std::string& phase : phases) {
             const auto& per_quantity = medians[entry.id][phase];
@@ -380,6 +326,11 @@ int run(const Arguments& args) {
                     entry.label, phase, k == 0 ? "h" : "c", slope, std::pow(10.0, slope),
                     points_note, quantile(seed_factors, 0), quantile(seed_factors, 1), r2,
                     per_quantity[k][steps - 1], per_quantity[k][0]);
+                decay_csv << fmt::format(
+                    "{},{},{},{},{},{},{},{},{},{},{}\n", entry.id, entry.spec.cell,
+                    entry.spec.forget_bias, entry.label, phase, k == 0 ? "h" : "c", field(slope),
+                    field(std::pow(10.0, slope)), field(quantile(seed_factors, 0)),
+                    field(quantile(seed_factors, 1)), field(r2));
             }
         }
     }
@@ -391,7 +342,7 @@ int run(const Arguments& args) {
 
     {
         std::ofstream gp(out_dir / "gradient_flow.gp");
-        gp << gnuplot_script(models, args);
+        gp << gnuplot_script(models, has_cell_state, args);
     }
     if (args.plot) {
         const std::string command =
@@ -405,7 +356,7 @@ int run(const Arguments& args) {
     }
     fmt::print(stderr,
                "vanishing_gradients: wrote {}/gradient_flow.{{csv,gp,png,svg}} and "
-               "decay_table.md in {:.1f}s\n",
+               "decay_table.{{md,csv}} in {:.1f}s\n",
                out_dir.string(), seconds_since(start));
     return 0;
 }
@@ -445,9 +396,11 @@ int main(int argc, char** argv) {
     app.add_option("--clip", args.clip,
                    with_unit("largest global gradient norm (0: no clipping)", "L2 norm"))
         ->check(real_number(0, 1e6));
-    app.add_option("--models", args.models,
-                   with_unit("models to compare: rnn, lstm_fb<bias> (lstm_fb0, lstm_fb1, ...), gru",
-                             "comma-separated names"))
+    app.add_option(
+           "--models", args.models,
+           with_unit("models to compare: any --cell of adding_problem, optionally with _fb<forget "
+                     "bias> (lstm_fb0, lstm_fb1, cifg-lstm_fb1, ...)",
+                     "comma-separated names"))
         ->delimiter(',');
     app.add_option("--fit-from", args.fit_from,
                    with_unit("first lag of the slope fit", "time steps"))
