@@ -19,6 +19,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "process_memory.hpp"
 #include <cellgrad/cellgrad.hpp>
 #include <cellgrad/nn.hpp>
 #include <cellgrad/optim/sgd.hpp>
@@ -43,20 +44,7 @@ struct Options {
     std::size_t probe_k = 0;     ///< internal: with this checkpoint_steps (0: the full graph)
 };
 
-/// Resident and peak resident bytes (VmRSS, VmHWM of /proc/self/status).
-std::pair<double, double> resident_bytes() {
-    std::ifstream status("/proc/self/status");
-    std::string key;
-    double rss = std::nan(""), hwm = std::nan("");
-    while (status >> key) {
-        if (key == "VmRSS:" || key == "VmHWM:") {
-            double kib = 0;
-            status >> kib;
-            (key == "VmRSS:" ? rss : hwm) = kib * 1024.0;
-        }
-    }
-    return {rss, hwm};
-}
+using cellgrad::bench::resident_bytes;
 
 /// One measured configuration.
 struct Figures {

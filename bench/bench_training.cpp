@@ -33,6 +33,7 @@
 #include "onednn_step.hpp"
 #endif
 #if defined(__x86_64__)
+#include "process_memory.hpp"
 #include <immintrin.h>
 #endif
 
@@ -453,20 +454,7 @@ std::pair<double, std::string> fma_peak_gflops(int threads) {
 #endif
 }
 
-/// Resident and peak resident bytes of this process (VmRSS, VmHWM of /proc/self/status).
-std::pair<double, double> resident_bytes() {
-    std::ifstream status("/proc/self/status");
-    std::string key;
-    double rss = std::nan(""), hwm = std::nan("");
-    while (status >> key) {
-        if (key == "VmRSS:" || key == "VmHWM:") {
-            double kib = 0;
-            status >> kib;
-            (key == "VmRSS:" ? rss : hwm) = kib * 1024.0;
-        }
-    }
-    return {rss, hwm};
-}
+using cellgrad::bench::resident_bytes;
 
 /// Resets VmHWM to the current VmRSS (writes 5 to /proc/self/clear_refs); false if refused.
 bool reset_peak_resident() {
