@@ -13,7 +13,7 @@ data=${CELLGRAD_DATA:-"$root/../shared/data/tinyshakespeare.txt"}
 [ -f "$data" ] || { echo "train-variants: no corpus at $data (set CELLGRAD_DATA)" >&2; exit 1; }
 CELLGRAD_TARGETS=char_rnn "$root/scripts/setup.sh" "$build_dir" >/dev/null
 mkdir -p "$out"
-cells=(lstm gru rnn lesson-lstm peephole-lstm concat-peephole-lstm cifg-lstm nfg-lstm
+cells=(lstm gru rnn lesson-lstm peephole-lstm concat-peephole-lstm cifg-lstm nfg-lstm noaf-lstm
        layernorm-lstm cho-gru mgu)
 printf '| cell | steps | seconds | held-out loss (nats/char) |\n|---|---:|---:|---:|\n'
 for cell in "${cells[@]}"; do

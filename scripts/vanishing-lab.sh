@@ -64,7 +64,7 @@ FLOW_TRAIN_BATCH="${FLOW_TRAIN_BATCH:-20}"
 FIT_FROM="${FIT_FROM:-10}"
 FIT_TO="${FIT_TO:-150}"
 FLOW_MODELS="${FLOW_MODELS:-rnn,lstm_fb0,lstm_fb1,gru}"
-FLOW_VARIANTS="${FLOW_VARIANTS:-lesson-lstm_fb1,lstm_fb1,peephole-lstm_fb1,concat-peephole-lstm_fb1,cifg-lstm_fb1,nfg-lstm,layernorm-lstm_fb1,gru,cho-gru,mgu,rnn}"
+FLOW_VARIANTS="${FLOW_VARIANTS:-lesson-lstm_fb1,lstm_fb1,peephole-lstm_fb1,concat-peephole-lstm_fb1,cifg-lstm_fb1,nfg-lstm,noaf-lstm_fb1,layernorm-lstm_fb1,gru,cho-gru,mgu,rnn}"
 # Training: the lengths of each task, steps at most, wall-time cap per run (0: none); STEPS_T<T>
 # and MAX_SECONDS_T<T> override per T (an hour per model at T = 400 by default).
 ADDING_T="${ADDING_T:-100 200 400}"

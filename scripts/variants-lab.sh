@@ -35,7 +35,7 @@ wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 BUILD="${BUILD:-$repo/build}"
 DATA="${DATA:-$repo/../shared/data/tinyshakespeare.txt}"
-CELLS="${CELLS:-lesson-lstm lstm peephole-lstm cifg-lstm nfg-lstm layernorm-lstm gru mgu rnn}"
+CELLS="${CELLS:-lesson-lstm lstm peephole-lstm cifg-lstm nfg-lstm noaf-lstm layernorm-lstm gru mgu rnn}"
 SEEDS="${SEEDS:-0 1 2}"
 THREADS="${THREADS:-1}"
 FORGET_BIAS="${FORGET_BIAS:-1}" # for the cells with a forget gate

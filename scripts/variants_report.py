@@ -22,6 +22,7 @@ LABELS = {
     "concat-peephole-lstm": "lesson's peephole LSTM",
     "cifg-lstm": "CIFG (coupled gates)",
     "nfg-lstm": "no forget gate",
+    "noaf-lstm": "no output activation",
     "layernorm-lstm": "layer-norm LSTM",
     "gru": "GRU",
     "cho-gru": "Cho's GRU",

@@ -349,7 +349,7 @@ TEST_CASE("char_rnn: configs read from files are range-checked before any conver
         {R"("forget_bias":"x")", "'forget_bias' must be a number from -100 to 100, got \"x\""},
         {R"("cell":"lstmx")", "'cell' must be one of rnn, lstm, gru, lesson-lstm, "
                               "peephole-lstm, concat-peephole-lstm, cifg-lstm, nfg-lstm, "
-                              "layernorm-lstm, cho-gru, mgu, got \"lstmx\""},
+                              "noaf-lstm, layernorm-lstm, cho-gru, mgu, got \"lstmx\""},
     };
     for (const auto& item : cases) {
         const std::string& field = item.first;

@@ -134,7 +134,7 @@ TEST_CASE("char_rnn CLI: --help shows every option's default and unit") {
           "--clip FLOAT:0 to 1000000=5", "[L2 norm]", "--val-fraction FLOAT:0 to 1 (excluded)=0.05",
           "[fraction of the file]", "--eval-every INT:0 to 1000000000000=200",
           "--cell TEXT:{rnn,lstm,gru,lesson-lstm,peephole-lstm,concat-peephole-lstm,cifg-lstm,"
-          "nfg-lstm,layernorm-lstm,cho-gru,mgu}=lstm",
+          "nfg-lstm,noaf-lstm,layernorm-lstm,cho-gru,mgu}=lstm",
           "written atomically (default: none) [path]"}) {
         CAPTURE(line);
         CHECK(contains(train.out, line));

@@ -135,6 +135,9 @@ std::vector<Vec> reference_step(const std::string& name, Cell<double>& cell, con
         } else if (name == "nfg-lstm") { // blocks i, g, o
             cn[j] = c[j] + sig(a0) * std::tanh(a1);
             hn[j] = sig(a2) * std::tanh(cn[j]);
+        } else if (name == "noaf-lstm") { // blocks i, f, g, o; h' = o c'
+            cn[j] = sig(a1) * c[j] + sig(a0) * std::tanh(a2);
+            hn[j] = sig(a[3 * H + j]) * cn[j];
         } else if (name == "peephole-lstm") { // blocks i, f, g, o; peepholes i, f, o
             const Tensor<double>& p = *P["weight_peephole"];
             cn[j] = sig(a1 + p(0, H + j) * c[j]) * c[j] + sig(a0 + p(0, j) * c[j]) * std::tanh(a2);
@@ -261,7 +264,7 @@ TEST_CASE("variants: parameter names and shapes; unknown cells are refused by na
     CHECK(concat->parameters()[1]->value.shape() == Shape{4 * kHidden, 2 * kHidden});
     auto cifg = make_recurrent<double>("cifg-lstm", options, rng);
     CHECK(cifg->parameters()[0]->value.shape() == Shape{3 * kHidden, kInput});
-    CHECK(cell_names().size() == 11);
+    CHECK(cell_names().size() == 12);
     CHECK_THROWS_WITH_AS(make_recurrent<double>("lstmm", options, rng),
                          doctest::Contains("unknown cell 'lstmm'; known cells: rnn, lstm, gru"),
                          Error);

@@ -296,8 +296,8 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"adding", "copy"}));
     app.add_option("--cell", args.model.cell,
                    "recurrent cell: rnn (tanh), lstm, gru or a variant (lesson-lstm, "
-                   "peephole-lstm, concat-peephole-lstm, cifg-lstm, nfg-lstm, layernorm-lstm, "
-                   "cho-gru, mgu)")
+                   "peephole-lstm, concat-peephole-lstm, cifg-lstm, nfg-lstm, noaf-lstm, "
+                   "layernorm-lstm, cho-gru, mgu)")
         ->check(CLI::IsMember(cellgrad::nn::cell_names()));
     app.add_option(
            "--T", args.steps_per_sequence,

@@ -432,8 +432,8 @@ int main(int argc, char** argv) {
     train_command
         ->add_option("--cell", train.model.cell,
                      "recurrent cell: lstm, gru, rnn (tanh) or a variant (lesson-lstm, "
-                     "peephole-lstm, concat-peephole-lstm, cifg-lstm, nfg-lstm, layernorm-lstm, "
-                     "cho-gru, mgu; docs/lstm.md)")
+                     "peephole-lstm, concat-peephole-lstm, cifg-lstm, nfg-lstm, noaf-lstm, "
+                     "layernorm-lstm, cho-gru, mgu; docs/lstm.md)")
         ->check(CLI::IsMember(cellgrad::nn::cell_names()));
     train_command
         ->add_option("--hidden", train.model.hidden,

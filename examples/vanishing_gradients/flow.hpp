@@ -34,6 +34,7 @@ inline std::string cell_label(const std::string& cell) {
         {"concat-peephole-lstm", "lesson's peephole LSTM"},
         {"cifg-lstm", "CIFG LSTM"},
         {"nfg-lstm", "no-forget-gate LSTM"},
+        {"noaf-lstm", "no-output-activation LSTM"},
         {"layernorm-lstm", "layer-norm LSTM"},
         {"cho-gru", "Cho's GRU"},
         {"mgu", "minimal gated unit"}};

@@ -170,6 +170,28 @@ std::vector<Var<T>> NFGLSTMCell<T>::step(const StepInput<T>& event, std::span<co
     return {h, c};
 }
 
+template <class T>
+NOAFLSTMCell<T>::NOAFLSTMCell(std::size_t in, std::size_t H, std::mt19937_64& rng,
+                              double forget_bias, const std::string& suffix)
+    : VariantCell<T>(in, H, 4, true, suffix, rng) {
+    add_forget_bias(*this->weights_.bias_ih, 1, H, forget_bias);
+}
+
+template <class T>
+std::vector<Var<T>> NOAFLSTMCell<T>::step(const StepInput<T>& event,
+                                          std::span<const Var<T>> state) {
+    const auto [a_i, a_f, a_g, a_o] = split_columns<4>(this->weights_.gates(event, state[0]));
+    const auto [h, c] = pointwise(
+        "noaf_lstm",
+        [](auto a_i, auto a_f, auto a_g, auto a_o, auto c) {
+            auto c_new = named("forget", sigmoid(a_f)) * c +
+                         named("input", sigmoid(a_i)) * named("candidate", tanh(a_g));
+            return std::tuple{named("output", sigmoid(a_o)) * c_new, c_new}; // no tanh on c'
+        },
+        a_i, a_f, a_g, a_o, Columns<T>(state[1]));
+    return {h, c};
+}
+
 // ---- layer normalisation
 // -------------------------------------------------------------------------
 
@@ -233,6 +255,7 @@ std::vector<Var<T>> LayerNormLSTMCell<T>::step(const StepInput<T>& event,
     template class ConcatPeepholeLSTMCell<T>;                                                      \
     template class CIFGLSTMCell<T>;                                                                \
     template class NFGLSTMCell<T>;                                                                 \
+    template class NOAFLSTMCell<T>;                                                                \
     template class LayerNormLSTMCell<T>;
 CELLGRAD_INSTANTIATE(float)
 CELLGRAD_INSTANTIATE(double)

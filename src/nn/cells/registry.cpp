@@ -5,17 +5,14 @@
 namespace cellgrad::nn {
 
 const std::vector<std::string>& cell_names() {
-    static const std::vector<std::string> names{"rnn",
-                                                "lstm",
-                                                "gru",
-                                                "lesson-lstm",
-                                                "peephole-lstm",
-                                                "concat-peephole-lstm",
-                                                "cifg-lstm",
-                                                "nfg-lstm",
-                                                "layernorm-lstm",
-                                                "cho-gru",
-                                                "mgu"};
+    static const std::vector<std::string> names{
+        "rnn",           "lstm",
+        "gru",           "lesson-lstm",
+        "peephole-lstm", "concat-peephole-lstm",
+        "cifg-lstm",     "nfg-lstm",
+        "noaf-lstm",     "layernorm-lstm",
+        "cho-gru",       "mgu",
+    };
     return names;
 }
 
@@ -42,7 +39,7 @@ CellShape cell_shape(const std::string& name) {
     if (name == "concat-peephole-lstm") {
         return {4, 2};
     }
-    if (name == "lstm" || name == "lesson-lstm" || name == "peephole-lstm" ||
+    if (name == "lstm" || name == "lesson-lstm" || name == "peephole-lstm" || name == "noaf-lstm" ||
         name == "layernorm-lstm") {
         return {4, 1};
     }
@@ -95,6 +92,9 @@ make_recurrent(const std::string& name, const RecurrentOptions& options, std::mt
     }
     if (name == "nfg-lstm") {
         return layer_of<NFGLSTMCell<T>, T>(name, options, rng);
+    }
+    if (name == "noaf-lstm") {
+        return layer_of<NOAFLSTMCell<T>, T>(name, options, rng);
     }
     if (name == "layernorm-lstm") {
         return layer_of<LayerNormLSTMCell<T>, T>(name, options, rng);

@@ -90,6 +90,17 @@ class NFGLSTMCell : public VariantCell<T> {
     std::vector<Var<T>> step(const StepInput<T>& event, std::span<const Var<T>> state) override;
 };
 
+/// No output activation (Greff et al. 2017, NOAF): the LSTM with h' = o c' instead of
+/// o tanh(c'); gate blocks i, f, g, o as PyTorch's.
+template <class T>
+class NOAFLSTMCell : public VariantCell<T> {
+  public:
+    NOAFLSTMCell(std::size_t input_size, std::size_t hidden_size, std::mt19937_64& rng,
+                 double forget_bias = 0.0, const std::string& suffix = "");
+    std::size_t state_size() const override { return 2; }
+    std::vector<Var<T>> step(const StepInput<T>& event, std::span<const Var<T>> state) override;
+};
+
 /// Ba, Kiros & Hinton 2016: gates = LN(x W_ih^T) g_ih + LN(h W_hh^T) g_hh + b; c' as the LSTM;
 /// h' = o tanh(LN(c') g_c + b_c). Own: ln_gain_ih, ln_gain_hh, bias (4H), ln_gain_c, ln_bias_c (H).
 template <class T>
