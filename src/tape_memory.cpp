@@ -1,7 +1,10 @@
 // The tape's storage: parameters (which outlive tapes) and the arena that node values and
 // gradients live in.
+#include <sys/mman.h>
+
 #include <algorithm>
-#include <cstdlib>
+#include <cerrno>
+#include <cstring>
 
 #include "cellgrad/tape.hpp"
 
@@ -27,6 +30,11 @@ Parameter<T>::Parameter(std::string name_, Tensor<T> value_, bool is_vector)
 // ---- Arena -----------------------------------------------------------------------------------
 
 template <class U>
+void Arena<U>::Unmap::operator()(U* data) const {
+    munmap(data, bytes);
+}
+
+template <class U>
 void Arena<U>::add_block(std::size_t min_size) {
     std::size_t size = std::max<std::size_t>(min_size, 1 << 16);
     if (!blocks_.empty()) {
@@ -34,13 +42,15 @@ void Arena<U>::add_block(std::size_t min_size) {
     }
     const std::size_t bytes =
         (size * sizeof(U) + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
-    void* memory = std::aligned_alloc(alignment_bytes, bytes);
-    if (memory == nullptr) {
-        throw Error(fmt::format("Arena: could not allocate {} bytes", bytes));
+    // Page-aligned (so 64-byte aligned); untouched pages cost no resident memory.
+    void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) {
+        throw Error(fmt::format("Arena: could not map {} bytes for node values and gradients "
+                                "({})",
+                                bytes, std::strerror(errno)));
     }
     Block block;
-    block.data = std::unique_ptr<U[], void (*)(U*)>(static_cast<U*>(memory),
-                                                    [](U* pointer) { std::free(pointer); });
+    block.data = std::unique_ptr<U[], Unmap>(static_cast<U*>(memory), Unmap{bytes});
     block.size = size;
     blocks_.push_back(std::move(block));
 }
@@ -50,6 +60,7 @@ U* Arena<U>::allocate(std::size_t n) {
     constexpr std::size_t per_line = alignment_bytes / sizeof(U);
     n = (std::max<std::size_t>(n, 1) + per_line - 1) / per_line * per_line;
     while (block_ < blocks_.size() && used_ + n > blocks_[block_].size) {
+        used_before_block_ += used_;
         ++block_;
         used_ = 0;
     }
@@ -59,18 +70,19 @@ U* Arena<U>::allocate(std::size_t n) {
     }
     U* pointer = blocks_[block_].data.get() + used_;
     used_ += n;
+    high_water_ = std::max(high_water_, used_before_block_ + used_);
     return pointer;
 }
 
 template <class U>
 void Arena<U>::reset() {
     if (blocks_.size() > 1) {
-        const std::size_t total = capacity();
-        blocks_.clear();
-        add_block(total);
+        blocks_.clear(); // unmapped before the merged block is mapped: never both resident
+        add_block(high_water_);
     }
     block_ = 0;
     used_ = 0;
+    used_before_block_ = 0;
 }
 
 template <class U>

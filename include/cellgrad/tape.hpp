@@ -43,7 +43,10 @@ struct Parameter {
     void zero_grad() { grad.fill(T(0)); }
 };
 
-/// Bump allocator of 64-byte aligned blocks; reset() keeps the memory for the next round.
+/// Bump allocator of 64-byte aligned blocks mapped straight from the kernel; reset() keeps the
+/// memory for the next round. A round that needed more than one block is followed by one block
+/// of the round's high-water mark, the old blocks going back to the kernel at once (through
+/// malloc they would stay resident beside the new block and double the process's peak).
 template <class U>
 class Arena {
   public:
@@ -55,14 +58,21 @@ class Arena {
     std::size_t capacity() const;
 
   private:
+    /// Unmaps a block of `bytes` bytes.
+    struct Unmap {
+        std::size_t bytes = 0;
+        void operator()(U* data) const;
+    };
     struct Block {
-        std::unique_ptr<U[], void (*)(U*)> data{nullptr, nullptr};
+        std::unique_ptr<U[], Unmap> data;
         std::size_t size = 0;
     };
     void add_block(std::size_t min_size);
     std::vector<Block> blocks_;
     std::size_t block_ = 0;
     std::size_t used_ = 0;
+    std::size_t used_before_block_ = 0; ///< elements handed out in this round's earlier blocks
+    std::size_t high_water_ = 0;        ///< most elements handed out in one round
 };
 
 /// Backward of one node: reads the node's gradient and adds into its inputs' gradients.
