@@ -64,22 +64,34 @@ void WeightProducts<T>::reached(Tape<T>& tape, NodeId weight) {
     }
     bool fresh = false;
     const View<T> dw = tape.grad_for_overwrite(weight, fresh);
-    const T beta = fresh ? T(0) : T(1);
-    if (pieces.size() == 1) {
-        kernels::gemm<T>(pieces[0].dy, true, pieces[0].x, false, dw, T(1), beta);
-    } else {
-        // Stack the pieces' rows and sum them in one GEMM: dW = [dy_1; ...; dy_n]^T [x_1; ...].
-        std::vector<std::size_t> first_row(pieces.size() + 1, 0);
-        for (std::size_t i = 0; i < pieces.size(); ++i) {
-            first_row[i + 1] = first_row[i] + pieces[i].dy.rows;
+    T beta = fresh ? T(0) : T(1);
+    // Chunks [first, last) of pieces whose stacked rows fit the budget (at least one piece each):
+    // dW += [dy_first; ...]^T [x_first; ...] as one GEMM per chunk.
+    const std::size_t budget_rows =
+        std::max<std::size_t>(1, stack_budget_bytes / ((dw.rows + dw.cols) * sizeof(T)));
+    for (std::size_t first = 0, last = 0; first < pieces.size(); first = last, beta = T(1)) {
+        std::size_t rows = pieces[first].dy.rows;
+        for (last = first + 1; last < pieces.size() && rows + pieces[last].dy.rows <= budget_rows;
+             ++last) {
+            rows += pieces[last].dy.rows;
         }
-        const View<T> dy_all = tape.allocate(first_row.back(), dw.rows);
-        const View<T> x_all = tape.allocate(first_row.back(), dw.cols);
-        parallel_chunks(pieces.size(), 1, [&](std::size_t begin, std::size_t end) {
+        if (last == first + 1) {
+            kernels::gemm<T>(pieces[first].dy, true, pieces[first].x, false, dw, T(1), beta);
+            continue;
+        }
+        std::vector<std::size_t> first_row(last - first + 1, 0);
+        for (std::size_t i = first; i < last; ++i) {
+            first_row[i - first + 1] = first_row[i - first] + pieces[i].dy.rows;
+        }
+        stack_.resize(std::max(stack_.size(), rows * (dw.rows + dw.cols)));
+        const View<T> dy_all{stack_.data(), rows, dw.rows, dw.rows};
+        const View<T> x_all{stack_.data() + rows * dw.rows, rows, dw.cols, dw.cols};
+        parallel_chunks(last - first, 1, [&](std::size_t begin, std::size_t end) {
             for (std::size_t i = begin; i < end; ++i) {
-                const std::size_t rows = pieces[i].dy.rows;
-                copy<T>(pieces[i].dy, {dy_all.row(first_row[i]), rows, dy_all.cols, dy_all.cols});
-                copy<T>(pieces[i].x, {x_all.row(first_row[i]), rows, x_all.cols, x_all.cols});
+                const DeferredProduct& piece = pieces[first + i];
+                const std::size_t piece_rows = piece.dy.rows;
+                copy<T>(piece.dy, {dy_all.row(first_row[i]), piece_rows, dw.rows, dw.rows});
+                copy<T>(piece.x, {x_all.row(first_row[i]), piece_rows, dw.cols, dw.cols});
             }
         });
         kernels::gemm<T>(dy_all, true, x_all, false, dw, T(1), beta);
