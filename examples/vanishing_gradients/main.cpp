@@ -138,6 +138,15 @@ std::string field(double value) {
     return std::isfinite(value) ? fmt::format("{:.6g}", value) : std::string();
 }
 
+/// `text` inside a single-quoted gnuplot string: each ' doubled ("lesson's LSTM").
+std::string gnuplot_quoted(const std::string& text) {
+    std::string out;
+    for (char c : text) {
+        out += c == '\'' ? std::string("''") : std::string(1, c);
+    }
+    return out;
+}
+
 /// The gnuplot script: two panels (at initialisation, after training), log y, one line per model.
 /// `has_cell_state[id]` says whether the model's curves include dL/dc_t (the LSTM family).
 std::string gnuplot_script(const std::vector<ModelEntry>& models,
@@ -171,7 +180,8 @@ std::string gnuplot_script(const std::vector<ModelEntry>& models,
                     fmt::format("(strcol(1) eq '{}' && strcol(3) eq '{}' && strcol(4) eq '{}' ? "
                                 "$5 : NaN)",
                                 models[m].id, phase, quantity);
-                const std::string title = fmt::format("{} ||dL/d{}_t||", models[m].label, quantity);
+                const std::string title =
+                    gnuplot_quoted(fmt::format("{} ||dL/d{}_t||", models[m].label, quantity));
                 panel << (first ? "" : ", \\\n     ")
                       << fmt::format("'gradient_flow.csv' using {}:(10**$8):(10**$9) with "
                                      "filledcurves fs transparent solid 0.15 noborder lc rgb '{}' "
