@@ -43,7 +43,7 @@ int num_threads() {
 }
 
 int suggested_threads(std::size_t batch, std::size_t gate_rows, std::size_t hidden) {
-    constexpr double smallest_split_flops = 0.5e6;
+    constexpr double smallest_split_flops = 5e6;
     const double step_flops = 2.0 * double(batch) * double(gate_rows) * double(hidden);
     const auto cores = static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
     return step_flops < smallest_split_flops ? 1 : std::min(cores, 256);

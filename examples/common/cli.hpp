@@ -92,7 +92,7 @@ inline std::string with_unit(const std::string& description, const std::string& 
 /// Help text of every example's --threads: 0 picks the count from the model's shapes.
 inline const char* threads_help =
     "threads (TBB and OpenBLAS); 0 = chosen from the model's shapes: 1 when a time step's "
-    "recurrent GEMM is under 0.5 MFLOP, else every core (docs/performance.md)";
+    "recurrent GEMM is under 5 MFLOP, else every core (docs/performance.md)";
 
 /// `requested` threads, or for 0 the count cellgrad::suggested_threads gives for the largest
 /// recurrent weight (a parameter named *weight_hh*) among `parameters` at `batch` sequences.

@@ -24,9 +24,9 @@ void set_num_threads(int n);
 int num_threads();
 /// Threads that run a recurrent training step fastest, by a rule from measurements
 /// (docs/performance.md, "Choosing the thread count"): 1 while one time step's recurrent GEMM,
-/// 2 * batch * gate_rows * hidden FLOPs (W_hh is gate_rows x hidden), is under 0.5 MFLOP, where
-/// a second thread costs more than it saves (charrnn-b1, batch 1, LSTM 100: 83.5K tok/s at 1
-/// thread, 49.8K at 2); else every core the machine has.
+/// 2 * batch * gate_rows * hidden FLOPs (W_hh is gate_rows x hidden), is under 5 MFLOP, where
+/// a second thread costs more than it saves (batch 32, LSTM 128, 4.2 MFLOP: 238K tok/s at 1
+/// thread, 232K at 2; batch 1, LSTM 100: 128K vs 94K); else every core the machine has.
 int suggested_threads(std::size_t batch, std::size_t gate_rows, std::size_t hidden);
 /// Name of the OpenBLAS kernel family in use, e.g. "SkylakeX" or "Haswell".
 const char* blas_core_name();
