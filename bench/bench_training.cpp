@@ -117,7 +117,9 @@ class CellgradStep : public bench::TrainingStep {
           embedding_(shape.vocab, shape.input, rng_, "embedding."), rnn_(make_layer(shape, rng_)),
           decoder_(shape.hidden, shape.vocab, rng_, true, "decoder."),
           sgd_(parameters(), cellgrad::SGDOptions{.lr = lr}), inputs_(std::move(inputs)),
-          targets_(std::move(targets)) {}
+          targets_(std::move(targets)) {
+        tape_.reuse_gradient_memory(true); // as LibTorch frees each gradient after its use
+    }
 
     /// One full training step on the fixed batch.
     double step() override {

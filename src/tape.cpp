@@ -76,6 +76,12 @@ Tensor<T> Var<T>::grad() const {
                                 "parameter or input, or was made under NoGradGuard)",
                                 tape_->describe(id_)));
     }
+    if (tape_->grad_released(id_)) {
+        throw Error(fmt::format("Var::grad: the gradient of {} was reused for earlier nodes after "
+                                "its backward ran (Tape::reuse_gradient_memory is on); turn it "
+                                "off to read intermediate gradients",
+                                tape_->describe(id_)));
+    }
     const View<T> grad = tape_->grad_if_any(id_);
     if (grad.data == nullptr) {
         return Tensor<T>(node.value.rows, node.value.cols);
@@ -128,6 +134,7 @@ NodeId Tape<T>::record_view(const char* op, std::span<const Var<T>> inputs, View
     Node<T> node;
     node.op = op;
     node.value = value;
+    node.value_is_view = true;
     return push_node(node, inputs);
 }
 
@@ -148,10 +155,28 @@ NodeId Tape<T>::record_columns(const char* op, NodeId base, std::size_t first, s
     Node<T> node;
     node.op = op;
     node.value = {whole.data + first, whole.rows, cols, whole.stride};
+    node.value_is_view = true;
     node.columns_of = base;
     node.first_column = static_cast<std::uint32_t>(first);
     const Var<T> input(this, base);
     return push_node(node, std::span<const Var<T>>(&input, 1));
+}
+
+template <class T>
+NodeId Tape<T>::record_rows_in_place(const char* op, std::span<const Var<T>> inputs, NodeId base,
+                                     std::size_t first, std::size_t rows) {
+    const View<T> whole = nodes_.at(base).value;
+    if (first + rows > whole.rows) {
+        throw Error(fmt::format("{}: rows [{}, {}) are outside {} of {}", op, first, first + rows,
+                                whole.shape(), describe(base)));
+    }
+    Node<T> node;
+    node.op = op;
+    node.value = {whole.data + first * whole.stride, rows, whole.cols, whole.stride};
+    node.value_is_view = true;
+    node.columns_of = base;
+    node.first_row = static_cast<std::uint32_t>(first);
+    return push_node(node, inputs);
 }
 
 template <class T>
@@ -179,7 +204,8 @@ View<T> Tape<T>::grad_if_any(NodeId id) const {
     const View<T> whole = grad_if_any(node.columns_of);
     return whole.data == nullptr
                ? View<T>{}
-               : View<T>{whole.data + node.first_column, whole.rows, node.value.cols, whole.stride};
+               : View<T>{whole.data + node.first_row * whole.stride + node.first_column,
+                         node.value.rows, node.value.cols, whole.stride};
 }
 
 template <class T>
@@ -191,10 +217,10 @@ View<T> Tape<T>::grad_for_update(NodeId id) {
         return nodes_[id].grad;
     }
     if (node.grad.data == nullptr) {
-        node.grad = allocate(node.value.rows, node.value.cols);
-        std::memset(node.grad.data, 0, sizeof(T) * node.grad.size());
+        const View<T> grad = new_grad(id);
+        std::memset(grad.data, 0, sizeof(T) * grad.size());
     }
-    return node.grad;
+    return nodes_[id].grad;
 }
 
 template <class T>
@@ -206,9 +232,9 @@ View<T> Tape<T>::grad_for_overwrite(NodeId id, bool& fresh) {
     }
     fresh = node.grad.data == nullptr;
     if (fresh) {
-        node.grad = allocate(node.value.rows, node.value.cols);
+        new_grad(id);
     }
-    return node.grad;
+    return nodes_[id].grad;
 }
 
 template <class T>
@@ -281,7 +307,10 @@ void Tape<T>::backward(const Var<T>& output, const Tensor<T>& seed) {
         if (node.parameter == nullptr) {
             node.grad = View<T>{};
         }
+        node.owns_grad = node.backward_done = node.grad_released = false;
+        node.grad_holds = 0;
     }
+    free_grads_.clear();
     for (auto& extension : extensions_) {
         extension.second->begin_backward(*this);
     }
@@ -307,6 +336,7 @@ void Tape<T>::run_backward(NodeId from) {
             continue;
         }
         node.backward(*this, static_cast<NodeId>(id));
+        nodes_[static_cast<NodeId>(id)].backward_done = true;
         if (anomaly_mode) {
             for (NodeId input : inputs(static_cast<NodeId>(id))) {
                 const View<T> input_grad = nodes_[input].grad;
@@ -319,6 +349,7 @@ void Tape<T>::run_backward(NodeId from) {
                 }
             }
         }
+        release_grad(static_cast<NodeId>(id));
     }
 }
 
@@ -348,6 +379,7 @@ void Tape<T>::clear() {
         extension.second->clear();
     }
     input_ids_.clear();
+    free_grads_.clear();
     values_.reset();
     indices_.reset();
     labels_.resize(1);

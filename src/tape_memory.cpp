@@ -105,8 +105,89 @@ std::size_t Tape<T>::memory_bytes() const {
     return total;
 }
 
+template <class T>
+View<T> Tape<T>::new_grad(NodeId id) {
+    Node<T>& node = nodes_[id];
+    const std::size_t rows = node.value.rows, cols = node.value.cols;
+    T* data = nullptr;
+    for (auto& [size, buffers] : free_grads_) {
+        if (size == rows * cols && !buffers.empty()) {
+            data = buffers.back();
+            buffers.pop_back();
+            break;
+        }
+    }
+    node.grad = {data != nullptr ? data : values_.allocate(rows * cols), rows, cols, cols};
+    node.owns_grad = true;
+    return node.grad;
+}
+
+template <class T>
+NodeId Tape<T>::grad_owner(NodeId id) const {
+    while (!nodes_[id].owns_grad && nodes_[id].columns_of != ~NodeId(0)) {
+        id = nodes_[id].columns_of;
+    }
+    return id;
+}
+
+template <class T>
+void Tape<T>::release_grad(NodeId id) {
+    Node<T>& node = nodes_[id];
+    if (!reuse_gradients_ || !node.owns_grad || !node.backward_done || node.grad_holds > 0) {
+        return;
+    }
+    const std::size_t size = node.grad.size();
+    auto bucket = std::find_if(free_grads_.begin(), free_grads_.end(),
+                               [&](const auto& entry) { return entry.first == size; });
+    if (bucket == free_grads_.end()) {
+        free_grads_.push_back({size, {}});
+        bucket = free_grads_.end() - 1;
+    }
+    bucket->second.push_back(node.grad.data);
+    node.grad = View<T>{};
+    node.owns_grad = false;
+    node.grad_released = true;
+}
+
+template <class T>
+bool Tape<T>::grad_released(NodeId id) const {
+    for (;; id = nodes_[id].columns_of) {
+        if (nodes_[id].grad_released) {
+            return true;
+        }
+        if (nodes_[id].owns_grad || nodes_[id].columns_of == ~NodeId(0)) {
+            return false;
+        }
+    }
+}
+
+template <class T>
+void Tape<T>::hold_gradient(NodeId id) {
+    ++nodes_[grad_owner(id)].grad_holds;
+}
+
+template <class T>
+void Tape<T>::drop_gradient_hold(NodeId id) {
+    const NodeId owner = grad_owner(id);
+    if (nodes_[owner].grad_holds > 0 && --nodes_[owner].grad_holds == 0) {
+        release_grad(owner);
+    }
+}
+
 template std::size_t Tape<float>::memory_bytes() const;
 template std::size_t Tape<double>::memory_bytes() const;
+template View<float> Tape<float>::new_grad(NodeId);
+template View<double> Tape<double>::new_grad(NodeId);
+template NodeId Tape<float>::grad_owner(NodeId) const;
+template NodeId Tape<double>::grad_owner(NodeId) const;
+template void Tape<float>::release_grad(NodeId);
+template void Tape<double>::release_grad(NodeId);
+template bool Tape<float>::grad_released(NodeId) const;
+template bool Tape<double>::grad_released(NodeId) const;
+template void Tape<float>::hold_gradient(NodeId);
+template void Tape<double>::hold_gradient(NodeId);
+template void Tape<float>::drop_gradient_hold(NodeId);
+template void Tape<double>::drop_gradient_hold(NodeId);
 template struct Parameter<float>;
 template struct Parameter<double>;
 template class Arena<float>;

@@ -153,6 +153,7 @@ Trainer::Trainer(const ModelConfig& model, const TrainConfig& train, Vocabulary 
     if (config_.batch == 0 || config_.seq == 0) {
         throw Error("train: --batch and --seq must be at least 1");
     }
+    tape_.reuse_gradient_memory(true); // only the parameters' gradients are read after backward
     stream_length_ = train_.size() / config_.batch;
     if (stream_length_ < config_.seq + 1) {
         throw Error(fmt::format("train: {} training characters cut into {} streams give {} per "

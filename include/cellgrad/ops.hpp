@@ -81,6 +81,12 @@ Var<T> linear_add_rows(const Var<T>& x, const Var<T>& weight, const Var<T>& bias
 template <class T>
 Var<T> linear_add_rows(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
                        const Var<T>& addend, std::size_t first_row);
+/// The same computed in place: y is rows first_row .. first_row + n - 1 of a, overwritten, and
+/// its gradient is a's gradient there (no copy forward, nothing to scatter backward). Nothing
+/// may read those rows of a afterwards (a recurrent step consuming its projected input rows).
+template <class T>
+Var<T> linear_add_rows_in_place(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
+                                const Var<T>& addend, std::size_t first_row);
 
 /// y = x[:, begin:end] as a zero-copy view; dx[:, begin:end] += dy.
 template <class T>

@@ -98,9 +98,16 @@ struct Node {
     const std::int32_t* indices = nullptr; ///< indices kept by forward (rows, targets)
     const void* attributes = nullptr;      ///< typed op attributes (see Tape::set_attributes)
     Parameter<T>* parameter = nullptr;     ///< set on parameter leaves
-    /// Column views (record_columns) share their base node's gradient: base id, else none.
+    /// Views (record_columns, record_rows_in_place) share their base node's gradient: base id,
+    /// else none.
     NodeId columns_of = ~NodeId(0);
-    std::uint32_t first_column = 0; ///< first column of the base node a column view shows
+    std::uint32_t first_column = 0; ///< first column of the base node a view shows
+    std::uint32_t first_row = 0;    ///< first row of the base node a view shows
+    bool value_is_view = false;     ///< value shows another node's or tensor's memory
+    bool owns_grad = false;         ///< grad is a buffer of its own (not a parameter's or a base's)
+    bool backward_done = false;     ///< this pass's backward of the node has run
+    bool grad_released = false;     ///< grad was handed on (Tape::reuse_gradient_memory)
+    std::uint32_t grad_holds = 0;   ///< extensions still reading grad (Tape::hold_gradient)
 };
 
 /// State an op family keeps on a tape beside its nodes (the GEMM layer's packed weights and
@@ -214,6 +221,13 @@ class Tape {
     void backward(const Var<T>& output, const Tensor<T>& seed);
     /// Drops every node and rewinds the arenas (memory is kept); all Vars become invalid.
     void clear();
+    /// While on, backward() hands the gradient buffer of a node whose backward has run to the
+    /// gradients of earlier nodes, as LibTorch frees it: a step's peak memory no longer holds
+    /// every intermediate gradient at once. Var::grad() of such a node then throws; leaves
+    /// (inputs) and parameters keep theirs. Off by default: every gradient stays readable.
+    void reuse_gradient_memory(bool on) { reuse_gradients_ = on; }
+    /// True while gradient buffers are reused (see reuse_gradient_memory).
+    bool reusing_gradient_memory() const { return reuse_gradients_; }
 
     /// Number of recorded nodes.
     std::size_t size() const { return nodes_.size(); }
@@ -253,10 +267,23 @@ class Tape {
     View<T> grad_for_overwrite(NodeId id, bool& fresh);
     /// The node's gradient if one was allocated (a column view's: its base's columns), else null.
     View<T> grad_if_any(NodeId id) const;
+    /// True when the node's gradient (or its base's) was handed on by reuse_gradient_memory.
+    bool grad_released(NodeId id) const;
+    /// Keeps the buffer behind node `id`'s gradient from being reused until drop_gradient_hold
+    /// (an extension that reads the gradient after the node's backward, e.g. queued products).
+    void hold_gradient(NodeId id);
+    /// Ends one hold_gradient; the buffer is reused once no hold is left and its backward has run.
+    void drop_gradient_hold(NodeId id);
     /// Records a view of columns [first, first + cols) of node `base` whose value and gradient are
     /// the base's own columns: no copy forward, nothing to add backward (a multi-output node's
     /// outputs).
     NodeId record_columns(const char* op, NodeId base, std::size_t first, std::size_t cols);
+    /// Records an op whose value and gradient are rows [first, first + rows) of node `base` (one of
+    /// `inputs`): the op writes its result over those rows, which nothing may read afterwards,
+    /// and the base's gradient rows are its gradient (a recurrent step's gates in the rows of
+    /// the projected inputs).
+    NodeId record_rows_in_place(const char* op, std::span<const Var<T>> inputs, NodeId base,
+                                std::size_t first, std::size_t rows);
     /// Stores a trivially copyable attribute record for node `id` until clear().
     template <class A>
     void set_attributes(NodeId id, const A& attributes) {
@@ -314,6 +341,13 @@ class Tape {
   private:
     NodeId push_node(Node<T> node, std::span<const Var<T>> inputs);
     void run_backward(NodeId from);
+    /// A (rows, cols) gradient buffer for node `id`: a released one of that size, else new.
+    View<T> new_grad(NodeId id);
+    /// Hands node `id`'s own gradient buffer on if reuse is on, its backward ran and no hold is
+    /// left.
+    void release_grad(NodeId id);
+    /// The node that owns the buffer behind `id`'s gradient (a column view's base).
+    NodeId grad_owner(NodeId id) const;
     /// Uninitialised 64-byte aligned bytes that live until clear().
     void* allocate_bytes(std::size_t bytes);
     std::vector<Node<T>> nodes_;
@@ -321,6 +355,9 @@ class Tape {
     std::vector<NodeId> input_ids_;
     std::vector<Intermediate<T>> intermediates_;
     bool keep_intermediates_ = false;
+    bool reuse_gradients_ = false;
+    /// Released gradient buffers by element count (few distinct sizes per graph).
+    std::vector<std::pair<std::size_t, std::vector<T*>>> free_grads_;
     Arena<T> values_;
     Arena<std::int32_t> indices_;
     std::vector<std::string> labels_{""};

@@ -131,6 +131,10 @@ Var<T> GatedWeights<T>::project_hidden(const Var<T>& h, std::size_t first,
 
 template <class T>
 Var<T> GatedWeights<T>::gates(const StepInput<T>& event, const Var<T>& h) const {
+    if (event.note_read(true)) {
+        return linear_add_rows_in_place(h, weight_hh_var_, bias_hh_var_, event.source,
+                                        event.first_row);
+    }
     return event.rows.empty()
                ? linear_add_rows(h, weight_hh_var_, bias_hh_var_, event.source, event.first_row)
                : linear_add_rows(h, weight_hh_var_, bias_hh_var_, event.source, event.rows);

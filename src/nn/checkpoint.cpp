@@ -78,7 +78,9 @@ SegmentGraph<T> run_steps(const Segment<T>& segment, Tape<T>& scratch, View<cons
     graph.outputs.resize(segment.count);
     for (std::size_t i = 0; i < segment.count; ++i) {
         const std::size_t local = segment.reverse ? segment.count - 1 - i : i;
-        const StepInput<T> event(projected, local * segment.batch, segment.batch);
+        StepInput<T> event(projected, local * segment.batch, segment.batch);
+        event.donated = projected.id() != graph.input.id() && // as in Recurrent::run
+                        !scratch.node(projected.id()).value_is_view;
         state = cell.step(event, state);
         graph.outputs[local] = state[0];
     }

@@ -205,9 +205,13 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
             for (std::size_t i = 0; i < steps; ++i) {
                 const std::size_t t = direction == 0 ? i : steps - 1 - i;
                 LabelScope<T> step_label(tape, fmt::format("t={}", t));
-                const StepInput<T> event =
-                    from_table ? StepInput<T>(projected, tokens.subspan(t * batch, batch))
-                               : StepInput<T>(projected, t * batch, batch);
+                StepInput<T> event = from_table
+                                         ? StepInput<T>(projected, tokens.subspan(t * batch, batch))
+                                         : StepInput<T>(projected, t * batch, batch);
+                // A projection the cell made into a buffer of its own: step t's rows are read
+                // by step t only, so its gates may take them over.
+                event.donated = !from_table && projected.id() != layer_input.id() &&
+                                !tape.node(projected.id()).value_is_view;
                 std::vector<Var<T>> next = cell.step(event, state);
                 if (!masks.empty()) {
                     // Padded steps keep the old state (mask * new + (1 - mask) * old is exactly

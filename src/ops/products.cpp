@@ -85,17 +85,18 @@ void multiply_by_weight(Tape<T>& tape, View<const T> x, NodeId weight, bool tran
     kernels::gemm<T>(x, false, w, transposed, out, T(1), beta);
 }
 
-/// Backward of y = x W^T + b given dY: dX = dY W; dW += dY^T X, queued so that all uses of W are
-/// summed in one GEMM; db += colsum(dY) unless bias is no_node.
+/// Backward of y = x W^T + b given dY (node y's gradient): dX = dY W; dW += dY^T X, queued so that
+/// all uses of W are summed in a few GEMMs; db += colsum(dY) unless bias is no_node.
 template <class T>
-void linear_backward(Tape<T>& tape, View<const T> dy, NodeId x, NodeId weight, NodeId bias) {
+void linear_backward(Tape<T>& tape, NodeId y, View<const T> dy, NodeId x, NodeId weight,
+                     NodeId bias) {
     if (tape.node(x).requires_grad) {
         bool fresh = false;
         const View<T> dx = tape.grad_for_overwrite(x, fresh);
         multiply_by_weight<T>(tape, dy, weight, false, dx, fresh ? T(0) : T(1)); // dX = dY W
     }
     if (tape.node(weight).requires_grad) {
-        tape.template extension<WeightProducts<T>>().defer(tape, weight, dy,
+        tape.template extension<WeightProducts<T>>().defer(tape, weight, y, dy,
                                                            tape.node(x).value); // dW += dY^T X
     }
     if (bias != no_node && tape.node(bias).requires_grad) {
@@ -138,7 +139,7 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
     multiply_by_weight<T>(tape, x.value(), weight.id(), true, y, has_bias ? T(1) : T(0));
     return finish<T>(tape, id, [](Tape<T>& tape, NodeId self) {
         const auto in = tape.inputs(self);
-        linear_backward<T>(tape, tape.node(self).grad, in[0], in[1],
+        linear_backward<T>(tape, self, tape.node(self).grad, in[0], in[1],
                            in.size() == 3 ? in[2] : no_node);
     });
 }
@@ -207,7 +208,7 @@ Var<T> linear_add_rows_impl(const Var<T>& x, const Var<T>& weight, const Var<T>&
         const Node<T>& y = tape.node(self);
         const auto in = tape.inputs(self);
         const View<const T> dy = y.grad; // (n, out)
-        linear_backward<T>(tape, dy, in[0], in[1], in.size() == 4 ? in[3] : no_node);
+        linear_backward<T>(tape, self, dy, in[0], in[1], in.size() == 4 ? in[3] : no_node);
         if (tape.node(in[2]).requires_grad) {
             const auto first_row = static_cast<std::size_t>(y.integers[0]);
             kernels::scatter_add_rows<T>(tape.grad_for_update(in[2]), dy, [&](std::size_t i) {
@@ -236,13 +237,56 @@ Var<T> linear_add_rows(const Var<T>& x, const Var<T>& weight, const Var<T>& bias
     return linear_add_rows_impl(x, weight, bias, addend, nullptr, first_row);
 }
 
+template <class T>
+Var<T> linear_add_rows_in_place(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
+                                const Var<T>& addend, std::size_t first_row) {
+    Tape<T>& tape = shared_tape("linear_add_rows_in_place", x, weight);
+    const Shape sx = x.shape();
+    const Shape sw = weight.shape();
+    const Shape sa = addend.shape();
+    if (&addend.tape() != &tape || (bias.valid() && &bias.tape() != &tape)) {
+        throw Error("linear_add_rows_in_place: bias or addend belongs to another tape");
+    }
+    if (sx.cols != sw.cols || sa.cols != sw.rows ||
+        (bias.valid() && bias.shape() != Shape{1, sw.rows})) {
+        throw Error(fmt::format("linear_add_rows_in_place: input {}, weight {}, bias {} and "
+                                "addend {} do not fit: needs x (n, in), W (out, in), b (1, out), "
+                                "a (m, out)",
+                                sx, sw, bias.valid() ? to_string(bias.shape()) : "none", sa));
+    }
+    const Var<T> with_bias[] = {x, weight, addend, bias};
+    const std::span<const Var<T>> inputs(with_bias, bias.valid() ? 4 : 3);
+    const NodeId id = tape.record_rows_in_place("linear_add_rows_in_place", inputs, addend.id(),
+                                                first_row, sx.rows);
+    const View<T> y = tape.node(id).value;
+    if (bias.valid()) {
+        const View<const T> b = bias.value();
+        kernels::for_each_piece(y.rows, y.cols, cheap_grain,
+                                [&](std::size_t r, std::size_t c0, std::size_t c1) {
+                                    T* out = y.row(r);
+                                    for (std::size_t c = c0; c < c1; ++c) {
+                                        out[c] += b.data[c];
+                                    }
+                                });
+    }
+    multiply_by_weight<T>(tape, x.value(), weight.id(), true, y, T(1));
+    return finish<T>(tape, id, [](Tape<T>& tape, NodeId self) {
+        const auto in = tape.inputs(self);
+        // dy is the addend's gradient rows already: nothing to scatter.
+        linear_backward<T>(tape, self, tape.node(self).grad, in[0], in[1],
+                           in.size() == 4 ? in[3] : no_node);
+    });
+}
+
 #define CELLGRAD_INSTANTIATE(T)                                                                    \
     template Var<T> matmul(const Var<T>&, const Var<T>&, bool, bool);                              \
     template Var<T> linear(const Var<T>&, const Var<T>&, const Var<T>&);                           \
     template Var<T> linear_add_rows(const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&,    \
                                     std::span<const std::int32_t>);                                \
     template Var<T> linear_add_rows(const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&,    \
-                                    std::size_t);
+                                    std::size_t);                                                  \
+    template Var<T> linear_add_rows_in_place(const Var<T>&, const Var<T>&, const Var<T>&,          \
+                                             const Var<T>&, std::size_t);
 CELLGRAD_INSTANTIATE(float)
 CELLGRAD_INSTANTIATE(double)
 #undef CELLGRAD_INSTANTIATE

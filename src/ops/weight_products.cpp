@@ -44,13 +44,34 @@ const T* WeightProducts<T>::packed(Tape<T>& tape, NodeId weight, bool transposed
 }
 
 template <class T>
-void WeightProducts<T>::defer(Tape<T>& tape, NodeId weight, View<const T> dy, View<const T> x) {
+std::size_t WeightProducts<T>::budget_rows(Shape dw) {
+    return std::max<std::size_t>(1, stack_budget_bytes / ((dw.rows + dw.cols) * sizeof(T)));
+}
+
+template <class T>
+void WeightProducts<T>::defer(Tape<T>& tape, NodeId weight, NodeId dy_node, View<const T> dy,
+                              View<const T> x) {
     tape.notify_when_reached(weight);
-    deferred_.push_back({weight, dy, x});
+    // A full chunk is summed now, so that its dy buffers can serve earlier nodes' gradients: the
+    // same chunks, in the same order, as summing everything when `weight` is reached.
+    std::size_t queued_rows = 0;
+    for (const DeferredProduct& product : deferred_) {
+        queued_rows += product.weight == weight ? product.dy.rows : 0;
+    }
+    if (queued_rows > 0 && queued_rows + dy.rows > budget_rows(tape.node(weight).value.shape())) {
+        sum_queued(tape, weight);
+    }
+    tape.hold_gradient(dy_node);
+    deferred_.push_back({weight, dy_node, dy, x});
 }
 
 template <class T>
 void WeightProducts<T>::reached(Tape<T>& tape, NodeId weight) {
+    sum_queued(tape, weight);
+}
+
+template <class T>
+void WeightProducts<T>::sum_queued(Tape<T>& tape, NodeId weight) {
     std::vector<DeferredProduct> pieces;
     std::erase_if(deferred_, [&](const DeferredProduct& product) {
         if (product.weight != weight) {
@@ -67,11 +88,10 @@ void WeightProducts<T>::reached(Tape<T>& tape, NodeId weight) {
     T beta = fresh ? T(0) : T(1);
     // Chunks [first, last) of pieces whose stacked rows fit the budget (at least one piece each):
     // dW += [dy_first; ...]^T [x_first; ...] as one GEMM per chunk.
-    const std::size_t budget_rows =
-        std::max<std::size_t>(1, stack_budget_bytes / ((dw.rows + dw.cols) * sizeof(T)));
+    const std::size_t budget = budget_rows(dw.shape());
     for (std::size_t first = 0, last = 0; first < pieces.size(); first = last, beta = T(1)) {
         std::size_t rows = pieces[first].dy.rows;
-        for (last = first + 1; last < pieces.size() && rows + pieces[last].dy.rows <= budget_rows;
+        for (last = first + 1; last < pieces.size() && rows + pieces[last].dy.rows <= budget;
              ++last) {
             rows += pieces[last].dy.rows;
         }
@@ -95,6 +115,9 @@ void WeightProducts<T>::reached(Tape<T>& tape, NodeId weight) {
             }
         });
         kernels::gemm<T>(dy_all, true, x_all, false, dw, T(1), beta);
+    }
+    for (const DeferredProduct& piece : pieces) {
+        tape.drop_gradient_hold(piece.dy_node);
     }
     if (anomaly_detection() && !all_finite<T>(dw)) {
         throw Error(fmt::format("anomaly: the weight gradient of {} summed over {} uses has a NaN "

@@ -26,6 +26,10 @@ struct StepInput {
     std::size_t first_row = 0;
     std::span<const std::int32_t> rows;
     std::size_t batch = 0;
+    /// Set by a runner whose projected rows belong to this step alone: GatedWeights::gates may
+    /// then add the recurrent product into them in place (no second (B, G*H) buffer forward or
+    /// backward), provided it is the step's first and only read of the event.
+    bool donated = false;
     /// All rows of `projected` (a step's (B, P) projected event).
     StepInput(const Var<T>& projected) : source(projected), batch(projected.rows()) {}
     /// Rows first .. first + count - 1 of source.
@@ -36,9 +40,26 @@ struct StepInput {
         : source(all), rows(picked), batch(picked.size()) {}
     /// The rows as a (B, P) Var: a zero-copy slice, or a gather of the picked rows.
     Var<T> var() const {
+        note_read(false);
         return rows.empty() ? slice_rows(source, first_row, first_row + batch)
                             : gather_rows(source, rows);
     }
+    /// Records a read of the event; true when `in_place` may overwrite the donated rows (first
+    /// read of a donated contiguous event). Throws if the rows were already overwritten.
+    bool note_read(bool in_place) const {
+        if (read_ == Read::overwritten) {
+            throw Error("StepInput: this step's projected rows were already turned into its gates "
+                        "in place by GatedWeights::gates; read event.var() before gates(), or "
+                        "call gates() once per step");
+        }
+        const bool overwrite = in_place && donated && rows.empty() && read_ == Read::unread;
+        read_ = overwrite ? Read::overwritten : Read::read;
+        return overwrite;
+    }
+
+  private:
+    enum class Read { unread, read, overwritten };
+    mutable Read read_ = Read::unread;
 };
 
 /// What the sequence machinery needs from a cell; implement it for your own cell type.
