@@ -129,13 +129,23 @@ if wants char; then
             name="$OUT/char/${cell}_s${seed}"
             if complete "$name.json"; then continue; fi
             echo "   $cell seed $seed ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg))"
-            "$char_rnn" train --data "$DATA" --val-fraction 0.1 --cell "$cell" \
+            # A run that diverges is a result (char_rnn stops it with an error): recorded as
+            # {"diverged": true, ...} with the error line, not retried with other settings.
+            if "$char_rnn" train --data "$DATA" --val-fraction 0.1 --cell "$cell" \
                 --forget-bias "$(bias_of "$cell")" --layers "$CHAR_LAYERS" --hidden "$CHAR_HIDDEN" \
                 --embedding "$CHAR_EMBEDDING" --seq "$CHAR_SEQ" --batch "$CHAR_BATCH" \
                 --optimizer adam --lr 2e-3 --clip 5 --steps "$CHAR_STEPS" --eval-every "$CHAR_EVAL" \
                 --seed "$seed" --threads "$THREADS" --curve "$name.csv" \
-                >"$name.json.part" 2>"$name.log"
-            mv "$name.json.part" "$name.json"
+                >"$name.json.part" 2>"$name.log"; then
+                mv "$name.json.part" "$name.json"
+            elif grep -q "diverged" "$name.log"; then
+                python3 -c 'import json,sys; print(json.dumps({"cell": sys.argv[1], "seed": int(sys.argv[2]), "steps": int(sys.argv[3]), "diverged": True, "error": sys.argv[4]}))' \
+                    "$cell" "$seed" "$CHAR_STEPS" "$(grep diverged "$name.log" | tail -1)" >"$name.json"
+                rm -f "$name.json.part"
+            else
+                echo "variants-lab.sh: $cell seed $seed failed; see $name.log" >&2
+                exit 1
+            fi
         done
     done
 fi

@@ -88,13 +88,16 @@ def main():
         to_target = [s["steps_to_target"] for s in solved]
         best = [s.get("best_test_loss", s.get("best_test_mse")) for s in add_runs.values()]
         val = [s.get("val_nats") for s in char_runs.values()]
+        diverged = sum(1 for s in char_runs.values() if s.get("diverged"))
+        val_text = spread(val, '.3f') if diverged == 0 else \
+            f"{spread(val, '.3f')}; {diverged} of {len(char_runs)} diverged
         rate = [s.get("tokens_per_second") for s in char_runs.values()]
         init, trained = decay.get((cell, "init")), decay.get((cell, "trained"))
         budget = max((s["steps_requested"] for s in add_runs.values()), default=0)
         rows.append(
             f"| {LABELS.get(cell, cell)} | {len(solved)} of {len(add_runs)} "
             f"(budget {budget} steps) | {spread(to_target, '.0f')} | {spread(best, '.4f')} | "
-            f"{spread(val, '.3f')} | {spread(rate, '.0f')} | "
+            f"{val_text} | {spread(rate, '.0f')} | "
             f"{'-' if init is None else f'{init:.3f}'} / "
             f"{'-' if trained is None else f'{trained:.3f}'} |")
         for seed in sorted(set(add_runs) | set(char_runs)):
