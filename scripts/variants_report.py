@@ -90,7 +90,7 @@ def main():
         val = [s.get("val_nats") for s in char_runs.values()]
         diverged = sum(1 for s in char_runs.values() if s.get("diverged"))
         val_text = spread(val, '.3f') if diverged == 0 else \
-            f"{spread(val, '.3f')}; {diverged} of {len(char_runs)} diverged
+            f"{spread(val, '.3f')}; {diverged} of {len(char_runs)} diverged"
         rate = [s.get("tokens_per_second") for s in char_runs.values()]
         init, trained = decay.get((cell, "init")), decay.get((cell, "trained"))
         budget = max((s["steps_requested"] for s in add_runs.values()), default=0)
