@@ -74,13 +74,13 @@ SegmentGraph<T> run_steps(const Segment<T>& segment, Tape<T>& scratch, View<cons
     Cell<T>& cell = *segment.cell;
     cell.attach(scratch);
     const Var<T> projected = cell.project_inputs(graph.input); // (count*B, P)
+    const bool donated = projection_donatable(projected, graph.input);
     std::vector<Var<T>> state = graph.initial;
     graph.outputs.resize(segment.count);
     for (std::size_t i = 0; i < segment.count; ++i) {
         const std::size_t local = segment.reverse ? segment.count - 1 - i : i;
         StepInput<T> event(projected, local * segment.batch, segment.batch);
-        event.donated = projected.id() != graph.input.id() && // as in Recurrent::run
-                        !scratch.node(projected.id()).value_is_view;
+        event.donated = donated;
         state = cell.step(event, state);
         graph.outputs[local] = state[0];
     }

@@ -19,6 +19,15 @@ struct CheckpointedRun {
     std::vector<Var<T>> final;   ///< the state after the last step run
 };
 
+/// Whether the steps of a run may donate their rows of `projected` to their gates
+/// (StepInput::donated): true when the cell projected `input` into a buffer of its own, so that
+/// step t's rows are read by step t alone; false when the projection is the input itself or a
+/// view of another node.
+template <class T>
+bool projection_donatable(const Var<T>& projected, const Var<T>& input) {
+    return projected.id() != input.id() && !projected.tape().node(projected.id()).value_is_view;
+}
+
 /// Runs `cell` over `input` (T*B rows, time-major) from `initial` (state_size Vars of (B, H)) in
 /// segments of `segment_steps` steps, backwards in time when `reverse`. Outputs and the final
 /// state are zero-copy row views of the segments' nodes. The cell's parameters receive their

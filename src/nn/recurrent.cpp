@@ -194,6 +194,8 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
             const bool from_table = layer == 0 && project_table;
             const Var<T> projected =
                 from_table ? cell.project_inputs(*table) : cell.project_inputs(layer_input);
+            // A table projection is read by every step that picks its rows: never donated.
+            const bool donated = !from_table && detail::projection_donatable(projected, layer_input);
             std::vector<Var<T>> state;
             if (initial.empty()) {
                 const Var<T> zeros = tape.constant(Tensor<T>(batch, H));
@@ -208,10 +210,7 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
                 StepInput<T> event = from_table
                                          ? StepInput<T>(projected, tokens.subspan(t * batch, batch))
                                          : StepInput<T>(projected, t * batch, batch);
-                // A projection the cell made into a buffer of its own: step t's rows are read
-                // by step t only, so its gates may take them over.
-                event.donated = !from_table && projected.id() != layer_input.id() &&
-                                !tape.node(projected.id()).value_is_view;
+                event.donated = donated;
                 std::vector<Var<T>> next = cell.step(event, state);
                 if (!masks.empty()) {
                     // Padded steps keep the old state (mask * new + (1 - mask) * old is exactly

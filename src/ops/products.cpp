@@ -146,23 +146,35 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
 
 namespace {
 
-/// linear_add_rows with `rows` (indices into the addend) or, when it is null, first_row + i.
+/// The tape of x W^T + b added to rows of `addend`, after checking that the four share it and
+/// fit together; `op` names the caller in the error.
 template <class T>
-Var<T> linear_add_rows_impl(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
-                            const Var<T>& addend, const std::int32_t* rows, std::size_t first_row) {
-    Tape<T>& tape = shared_tape("linear_add_rows", x, weight);
+Tape<T>& checked_add_rows_tape(const char* op, const Var<T>& x, const Var<T>& weight,
+                               const Var<T>& bias, const Var<T>& addend) {
+    Tape<T>& tape = shared_tape(op, x, weight);
     const Shape sx = x.shape();
     const Shape sw = weight.shape();
     const Shape sa = addend.shape();
     if (&addend.tape() != &tape || (bias.valid() && &bias.tape() != &tape)) {
-        throw Error("linear_add_rows: bias or addend belongs to another tape");
+        throw Error(fmt::format("{}: bias or addend belongs to another tape", op));
     }
     if (sx.cols != sw.cols || sa.cols != sw.rows ||
         (bias.valid() && bias.shape() != Shape{1, sw.rows})) {
-        throw Error(fmt::format("linear_add_rows: input {}, weight {}, bias {} and addend {} do "
-                                "not fit: needs x (n, in), W (out, in), b (1, out), a (m, out)",
-                                sx, sw, bias.valid() ? to_string(bias.shape()) : "none", sa));
+        throw Error(fmt::format("{}: input {}, weight {}, bias {} and addend {} do not fit: needs "
+                                "x (n, in), W (out, in), b (1, out), a (m, out)",
+                                op, sx, sw, bias.valid() ? to_string(bias.shape()) : "none", sa));
     }
+    return tape;
+}
+
+/// linear_add_rows with `rows` (indices into the addend) or, when it is null, first_row + i.
+template <class T>
+Var<T> linear_add_rows_impl(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
+                            const Var<T>& addend, const std::int32_t* rows, std::size_t first_row) {
+    Tape<T>& tape = checked_add_rows_tape("linear_add_rows", x, weight, bias, addend);
+    const Shape sx = x.shape();
+    const Shape sw = weight.shape();
+    const Shape sa = addend.shape();
     if (rows != nullptr) {
         for (std::size_t i = 0; i < sx.rows; ++i) {
             if (rows[i] < 0 || static_cast<std::size_t>(rows[i]) >= sa.rows) {
@@ -240,24 +252,11 @@ Var<T> linear_add_rows(const Var<T>& x, const Var<T>& weight, const Var<T>& bias
 template <class T>
 Var<T> linear_add_rows_in_place(const Var<T>& x, const Var<T>& weight, const Var<T>& bias,
                                 const Var<T>& addend, std::size_t first_row) {
-    Tape<T>& tape = shared_tape("linear_add_rows_in_place", x, weight);
-    const Shape sx = x.shape();
-    const Shape sw = weight.shape();
-    const Shape sa = addend.shape();
-    if (&addend.tape() != &tape || (bias.valid() && &bias.tape() != &tape)) {
-        throw Error("linear_add_rows_in_place: bias or addend belongs to another tape");
-    }
-    if (sx.cols != sw.cols || sa.cols != sw.rows ||
-        (bias.valid() && bias.shape() != Shape{1, sw.rows})) {
-        throw Error(fmt::format("linear_add_rows_in_place: input {}, weight {}, bias {} and "
-                                "addend {} do not fit: needs x (n, in), W (out, in), b (1, out), "
-                                "a (m, out)",
-                                sx, sw, bias.valid() ? to_string(bias.shape()) : "none", sa));
-    }
+    Tape<T>& tape = checked_add_rows_tape("linear_add_rows_in_place", x, weight, bias, addend);
     const Var<T> with_bias[] = {x, weight, addend, bias};
     const std::span<const Var<T>> inputs(with_bias, bias.valid() ? 4 : 3);
     const NodeId id = tape.record_rows_in_place("linear_add_rows_in_place", inputs, addend.id(),
-                                                first_row, sx.rows);
+                                                first_row, x.shape().rows);
     const View<T> y = tape.node(id).value;
     if (bias.valid()) {
         const View<const T> b = bias.value();

@@ -54,15 +54,23 @@ void WeightProducts<T>::defer(Tape<T>& tape, NodeId weight, NodeId dy_node, View
     tape.notify_when_reached(weight);
     // A full chunk is summed now, so that its dy buffers can serve earlier nodes' gradients: the
     // same chunks, in the same order, as summing everything when `weight` is reached.
-    std::size_t queued_rows = 0;
-    for (const DeferredProduct& product : deferred_) {
-        queued_rows += product.weight == weight ? product.dy.rows : 0;
-    }
-    if (queued_rows > 0 && queued_rows + dy.rows > budget_rows(tape.node(weight).value.shape())) {
+    const std::size_t queued = queued_rows(weight);
+    if (queued > 0 && queued + dy.rows > budget_rows(tape.node(weight).value.shape())) {
         sum_queued(tape, weight);
     }
     tape.hold_gradient(dy_node);
     deferred_.push_back({weight, dy_node, dy, x});
+    queued_rows(weight) += dy.rows;
+}
+
+template <class T>
+std::size_t& WeightProducts<T>::queued_rows(NodeId weight) {
+    for (auto& [id, rows] : queued_rows_) {
+        if (id == weight) {
+            return rows;
+        }
+    }
+    return queued_rows_.emplace_back(weight, 0).second;
 }
 
 template <class T>
@@ -80,6 +88,7 @@ void WeightProducts<T>::sum_queued(Tape<T>& tape, NodeId weight) {
         pieces.push_back(product);
         return true;
     });
+    queued_rows(weight) = 0;
     if (pieces.empty()) {
         return;
     }

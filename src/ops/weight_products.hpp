@@ -33,11 +33,15 @@ class WeightProducts : public TapeExtension<T> {
     /// size): whole-sequence stacking held 131 MB at T = 100, B = 64, H = 1024.
     static constexpr std::size_t stack_budget_bytes = std::size_t(2) << 20;
 
-    void begin_backward(Tape<T>&) override { deferred_.clear(); }
+    void begin_backward(Tape<T>&) override {
+        deferred_.clear();
+        queued_rows_.clear();
+    }
     std::size_t bytes() const override { return stack_.capacity() * sizeof(T); }
     void reached(Tape<T>& tape, NodeId id) override;
     void clear() override {
         deferred_.clear();
+        queued_rows_.clear();
         packed_.clear();
     }
 
@@ -53,7 +57,10 @@ class WeightProducts : public TapeExtension<T> {
     void sum_queued(Tape<T>& tape, NodeId weight);
     /// Rows of stacked dy and x that fit the budget for a gradient of shape dw.
     static std::size_t budget_rows(Shape dw);
+    /// The queued dy rows of `weight` (an entry per weight with queued products).
+    std::size_t& queued_rows(NodeId weight);
     std::vector<DeferredProduct> deferred_;
+    std::vector<std::pair<NodeId, std::size_t>> queued_rows_; ///< rows per weight in deferred_
     std::vector<T> stack_; ///< stacked rows of one chunk, kept from pass to pass
     std::vector<std::pair<NodeId, std::array<const T*, 2>>> packed_;
 };
