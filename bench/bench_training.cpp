@@ -275,7 +275,7 @@ struct Contender {
     std::string name;
     std::function<void()> set_threads;
     std::function<double()> run;
-    std::vector<double> seconds;      ///< timed rounds only
+    std::vector<double> seconds;        ///< timed rounds only
     double back_to_back = std::nan(""); ///< oneDNN: median of steps run one after another
     double first_loss = std::nan("");
     double last_loss = std::nan("");
@@ -764,8 +764,7 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
         } else if (contender.name == "sgemm-projected") {
             row.sgemm_projected_seconds = seconds;
         } else if (contender.name.starts_with("onednn")) {
-            row.onednn_seconds.emplace_back(contender.name, seconds,
-                                            contender.back_to_back);
+            row.onednn_seconds.emplace_back(contender.name, seconds, contender.back_to_back);
         } else {
             row.torch_seconds.emplace_back(contender.name, seconds);
         }
@@ -815,9 +814,10 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
     if (projects_table) {
         line += fmt::format("  embedded rows {:.0f}", row.tokens / row.cellgrad_embedded_seconds);
     }
-    line += fmt::format("  at best {:.0f} ({}) / {:.0f} ({})", row.tokens / row.cellgrad_best_seconds,
-                        row.cellgrad_best_at, row.tokens / row.cellgrad_embedded_best_seconds,
-                        row.cellgrad_embedded_best_at);
+    line +=
+        fmt::format("  at best {:.0f} ({}) / {:.0f} ({})", row.tokens / row.cellgrad_best_seconds,
+                    row.cellgrad_best_at, row.tokens / row.cellgrad_embedded_best_seconds,
+                    row.cellgrad_embedded_best_at);
     for (const Contender& contender : contenders) {
         if (contender.name.starts_with("onednn")) {
             line += fmt::format("  {} {:.0f} / {:.0f} back to back (loss {:.3f}->{:.3f})",

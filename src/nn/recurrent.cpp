@@ -195,7 +195,8 @@ RecurrentOutput<T> Recurrent<T>::run(const Var<T>* input, const Var<T>* table,
             const Var<T> projected =
                 from_table ? cell.project_inputs(*table) : cell.project_inputs(layer_input);
             // A table projection is read by every step that picks its rows: never donated.
-            const bool donated = !from_table && detail::projection_donatable(projected, layer_input);
+            const bool donated =
+                !from_table && detail::projection_donatable(projected, layer_input);
             std::vector<Var<T>> state;
             if (initial.empty()) {
                 const Var<T> zeros = tape.constant(Tensor<T>(batch, H));
