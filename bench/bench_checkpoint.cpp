@@ -3,7 +3,9 @@
 // fresh process of this program, so that its peak resident memory is its own.
 //
 // The step: embedding (V = 65, 64 wide) of B*T random tokens, one LSTM/GRU/RNN layer over all T
-// steps, a linear decoder on every step, mean cross-entropy, backward, SGD; float32. The report
+// steps, a linear decoder on every step, mean cross-entropy, backward, SGD; float32. Three runs
+// per length: the full graph, RecurrentOptions::checkpoint_steps (the decoder and loss outside the
+// segments) and nn::checkpointed_sequence_loss (the decoder and loss inside them). The report
 // (markdown) goes to stdout. See bench/README.md.
 #include <algorithm>
 #include <chrono>
@@ -13,6 +15,7 @@
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,10 +41,11 @@ struct Options {
     std::size_t batch = 32;
     std::string cell = "lstm";
     int threads = 2;
-    std::size_t timed = 2;       ///< timed steps after one warm-up step (median)
-    double max_full_gb = 8.0;    ///< skip a full-graph run whose estimate exceeds this
-    std::size_t probe_steps = 0; ///< internal: this process measures T = probe_steps
-    std::size_t probe_k = 0;     ///< internal: with this checkpoint_steps (0: the full graph)
+    std::size_t timed = 2;          ///< timed steps after one warm-up step (median)
+    double max_full_gb = 8.0;       ///< skip a full-graph run whose estimate exceeds this
+    std::size_t probe_steps = 0;    ///< internal: this process measures T = probe_steps
+    std::size_t probe_k = 0;        ///< internal: with this checkpoint_steps (0: the full graph)
+    bool probe_loss_inside = false; ///< internal: checkpointed_sequence_loss with segments of k
 };
 
 using cellgrad::bench::resident_bytes;
@@ -70,7 +74,7 @@ int run_probe(const Options& options) {
     nn::RecurrentOptions layer_options;
     layer_options.input_size = embedding_size;
     layer_options.hidden_size = options.hidden;
-    layer_options.checkpoint_steps = options.probe_k;
+    layer_options.checkpoint_steps = options.probe_loss_inside ? 0 : options.probe_k;
     nn::Embedding<float> embedding(vocab_size, embedding_size, rng, "embedding.");
     const std::unique_ptr<nn::Recurrent<float>> layer =
         nn::make_recurrent<float>(options.cell, layer_options, rng);
@@ -84,15 +88,31 @@ int run_probe(const Options& options) {
     }
     cellgrad::SGD<float> sgd(parameters, cellgrad::SGDOptions{.lr = 0.01});
     cellgrad::Tape<float> tape;
+    tape.reuse_gradient_memory(true); // as char_rnn and bench_training: only weights' grads read
     std::vector<double> seconds;
     Figures figures;
     for (std::size_t round = 0; round < 1 + options.timed; ++round) {
         const auto start = std::chrono::steady_clock::now();
         tape.clear();
-        const nn::RecurrentOutput<float> out =
-            layer->forward(embedding.forward(tape, inputs), options.batch);
-        const cellgrad::Var<float> loss =
-            cellgrad::cross_entropy<float>(decoder.forward(out.output), targets);
+        const cellgrad::Var<float> embedded = embedding.forward(tape, inputs);
+        cellgrad::Var<float> loss;
+        if (options.probe_loss_inside) {
+            // The same mean cross-entropy, as a sum of the segments' parts.
+            const double rows = double(targets.size());
+            loss = nn::checkpointed_sequence_loss<float>(
+                *layer, embedded, options.batch, options.probe_k,
+                [&](const cellgrad::Var<float>& outputs, std::size_t first, std::size_t steps) {
+                    const std::span<const std::int32_t> part(targets.data() + first * options.batch,
+                                                             steps * options.batch);
+                    return cellgrad::scale(cellgrad::cross_entropy<float>(decoder.forward(outputs),
+                                                                          part, {},
+                                                                          cellgrad::Reduction::sum),
+                                           1.0 / rows);
+                });
+        } else {
+            const nn::RecurrentOutput<float> out = layer->forward(embedded, options.batch);
+            loss = cellgrad::cross_entropy<float>(decoder.forward(out.output), targets);
+        }
         sgd.zero_grad();
         tape.backward(loss);
         sgd.step();
@@ -112,13 +132,13 @@ int run_probe(const Options& options) {
 }
 
 /// Runs one configuration in a fresh process of this program and reads its figures.
-Figures measure(const Options& options, std::size_t steps, std::size_t k) {
+Figures measure(const Options& options, std::size_t steps, std::size_t k, bool loss_inside) {
     const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
     const std::string command = fmt::format(
         "'{}' --probe-steps {} --probe-k {} --hidden {} --batch {} --cell {} --threads {} "
-        "--timed {}",
-        self, steps, k, options.hidden, options.batch, options.cell, options.threads,
-        options.timed);
+        "--timed {}{}",
+        self, steps, k, options.hidden, options.batch, options.cell, options.threads, options.timed,
+        loss_inside ? " --probe-loss-inside" : "");
     Figures figures;
     std::FILE* pipe = popen(command.c_str(), "r");
     if (pipe == nullptr) {
@@ -170,6 +190,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--probe-steps", options.probe_steps)->group("");
     app.add_option("--probe-k", options.probe_k)->group("");
+    app.add_flag("--probe-loss-inside", options.probe_loss_inside)->group("");
     CLI11_PARSE(app, argc, argv);
     try {
         if (options.probe_steps > 0) {
@@ -189,15 +210,16 @@ int main(int argc, char** argv) {
                                         "run) exceeds --max-full-gb {}",
                                         estimate / 1e9, options.max_full_gb);
             } else {
-                full = measure(options, steps, 0);
+                full = measure(options, steps, 0, false);
                 full_bytes_per_step = full.peak_bytes / double(steps);
             }
-            const Figures checkpointed = measure(options, steps, k);
-            std::cerr << fmt::format("T = {}: full {:.0f} MB {:.2f} s, k = {} {:.0f} MB {:.2f} s "
-                                     "[load {}]\n",
+            const Figures checkpointed = measure(options, steps, k, false);
+            const Figures inside = measure(options, steps, k, true);
+            std::cerr << fmt::format("T = {}: full {:.0f} MB {:.2f} s, k = {} {:.0f} MB {:.2f} s, "
+                                     "loss inside {:.0f} MB {:.2f} s [load {}]\n",
                                      steps, full.peak_bytes / 1e6, full.step_seconds, k,
                                      checkpointed.peak_bytes / 1e6, checkpointed.step_seconds,
-                                     load_average());
+                                     inside.peak_bytes / 1e6, inside.step_seconds, load_average());
             const auto mb = [](double bytes) { return fmt::format("{:.0f}", bytes / 1e6); };
             rows += fmt::format("| {} | full graph | {} | {} | {} | {} |\n", steps,
                                 full_note.empty() ? mb(full.peak_bytes) : full_note,
@@ -207,6 +229,10 @@ int main(int argc, char** argv) {
             rows += fmt::format("| {} | checkpoint_steps = {} | {} | {} | {:.2f} | {:.4f} |\n",
                                 steps, k, mb(checkpointed.peak_bytes), mb(checkpointed.tape_bytes),
                                 checkpointed.step_seconds, checkpointed.loss);
+            rows += fmt::format("| {} | checkpointed_sequence_loss, k = {} | {} | {} | {:.2f} | "
+                                "{:.4f} |\n",
+                                steps, k, mb(inside.peak_bytes), mb(inside.tape_bytes),
+                                inside.step_seconds, inside.loss);
         }
         const std::chrono::duration<double> wall = std::chrono::steady_clock::now() - start;
         fmt::print("## Long sequences: activation checkpointing\n\n");

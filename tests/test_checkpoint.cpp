@@ -235,3 +235,146 @@ TEST_CASE("checkpointing holds a fraction of the full graph's arena") {
     CAPTURE(checkpointed);
     CHECK(double(checkpointed) < 0.5 * double(full));
 }
+
+namespace {
+
+/// One step of layer + decoder + cross-entropy (summed over rows, divided by T*B) on `cell`, in
+/// double: the full graph (k = 0) or checkpointed_sequence_loss with segments of k steps.
+/// Returns the loss, then the input's and every parameter's gradient.
+std::pair<double, std::vector<Tensor<double>>> loss_step(const std::string& cell, std::size_t k) {
+    RecurrentOptions options;
+    options.input_size = kInput;
+    options.hidden_size = kHidden;
+    std::mt19937_64 rng(3);
+    const std::unique_ptr<Recurrent<double>> layer = make_recurrent<double>(cell, options, rng);
+    Linear<double> decoder(kHidden, kClasses, rng);
+    std::vector<std::int32_t> targets(kSteps * kBatch);
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+        targets[i] = std::int32_t((i * 7 + 3) % kClasses);
+    }
+    const double rows = double(targets.size());
+    Tape<double> tape;
+    const Var<double> x = tape.input(random_tensor<double>(kSteps * kBatch, kInput, 11));
+    Var<double> loss;
+    if (k == 0) {
+        const RecurrentOutput<double> out = layer->forward(x, kBatch);
+        loss =
+            scale(cross_entropy<double>(decoder.forward(out.output), targets, {}, Reduction::sum),
+                  1.0 / rows);
+    } else {
+        loss = checkpointed_sequence_loss<double>(
+            *layer, x, kBatch, k,
+            [&](const Var<double>& outputs, std::size_t first, std::size_t steps) {
+                const std::span<const std::int32_t> part(targets.data() + first * kBatch,
+                                                         steps * kBatch);
+                return scale(
+                    cross_entropy<double>(decoder.forward(outputs), part, {}, Reduction::sum),
+                    1.0 / rows);
+            });
+    }
+    std::vector<Parameter<double>*> parameters = layer->parameters();
+    for (Parameter<double>* p : decoder.parameters()) {
+        parameters.push_back(p);
+    }
+    for (Parameter<double>* p : parameters) {
+        p->zero_grad();
+    }
+    tape.backward(loss);
+    std::vector<Tensor<double>> grads = {x.grad()};
+    for (Parameter<double>* p : parameters) {
+        grads.push_back(p->grad);
+    }
+    return {double(loss.item()), grads};
+}
+
+} // namespace
+
+TEST_CASE("checkpointed_sequence_loss gives the full graph's loss and gradients") {
+    for (const std::string cell : {"lstm", "gru", "rnn"}) {
+        const auto [full_loss, full_grads] = loss_step(cell, 0);
+        for (const std::size_t k : {std::size_t(1), std::size_t(3), kSteps, kSteps + 5}) {
+            CAPTURE(cell);
+            CAPTURE(k);
+            const auto [loss, grads] = loss_step(cell, k);
+            CHECK(loss == doctest::Approx(full_loss).epsilon(1e-13));
+            REQUIRE(grads.size() == full_grads.size());
+            for (std::size_t i = 0; i < grads.size(); ++i) {
+                CAPTURE(i); // 0: the input, then the layer's and the decoder's parameters
+                CHECK(relative_difference(grads[i], full_grads[i]) < 1e-12);
+                CHECK(relative_difference(full_grads[i], Tensor<double>(full_grads[i].rows(),
+                                                                        full_grads[i].cols())) >
+                      0); // every gradient reached
+            }
+        }
+    }
+}
+
+TEST_CASE("checkpointed_sequence_loss refuses what it cannot run, by name") {
+    RecurrentOptions options;
+    options.input_size = kInput;
+    options.hidden_size = kHidden;
+    options.num_layers = 2;
+    std::mt19937_64 rng(5);
+    LSTM<float> two_layers(options, rng);
+    Tape<float> tape;
+    const Var<float> x = tape.constant(random_tensor<float>(kSteps * kBatch, kInput, 1));
+    const SegmentLoss<float> mean_output = [](const Var<float>& outputs, std::size_t, std::size_t) {
+        return mean(outputs);
+    };
+    CHECK_THROWS_WITH_AS(checkpointed_sequence_loss<float>(two_layers, x, kBatch, 2, mean_output),
+                         doctest::Contains("needs one layer in one direction"), Error);
+    options.num_layers = 1;
+    LSTM<float> layer(options, rng);
+    CHECK_THROWS_WITH_AS(
+        checkpointed_sequence_loss<float>(layer, x, kBatch + 1, 2, mean_output),
+        doctest::Contains("checkpointed_sequence_loss: input (28, 5) with batch 5"), Error);
+    const SegmentLoss<float> not_scalar = [](const Var<float>& outputs, std::size_t, std::size_t) {
+        return outputs;
+    };
+    CHECK_THROWS_WITH_AS(checkpointed_sequence_loss<float>(layer, x, kBatch, 2, not_scalar),
+                         doctest::Contains("must be a (1, 1) Var"), Error);
+}
+
+TEST_CASE("checkpointed_sequence_loss holds no step's output on the caller's tape") {
+    // T = 256, hidden 64, batch 16, decoder to 32 classes: with the loss inside, the caller's
+    // tape keeps the input, 16 boundary states and 16 losses; RecurrentOptions::checkpoint_steps
+    // keeps every output, their copy for the decoder, the logits and their gradients.
+    const auto arena = [](bool loss_inside) {
+        const std::size_t T = 256, B = 16, E = 16, H = 64, V = 32, k = 16;
+        RecurrentOptions options;
+        options.input_size = E;
+        options.hidden_size = H;
+        options.checkpoint_steps = loss_inside ? 0 : k;
+        std::mt19937_64 rng(1);
+        LSTM<float> layer(options, rng);
+        Linear<float> decoder(H, V, rng);
+        std::vector<std::int32_t> targets(T * B);
+        for (std::size_t i = 0; i < targets.size(); ++i) {
+            targets[i] = std::int32_t(i % V);
+        }
+        Tape<float> tape;
+        for (int round = 0; round < 2; ++round) { // the second round runs in merged arenas
+            tape.clear();
+            const Var<float> x = tape.input(random_tensor<float>(T * B, E, 2));
+            Var<float> loss;
+            if (loss_inside) {
+                loss = checkpointed_sequence_loss<float>(
+                    layer, x, B, k,
+                    [&](const Var<float>& outputs, std::size_t first, std::size_t n) {
+                        return cross_entropy<float>(
+                            decoder.forward(outputs),
+                            std::span<const std::int32_t>(targets.data() + first * B, n * B));
+                    });
+            } else {
+                loss = cross_entropy<float>(decoder.forward(layer.forward(x, B).output), targets);
+            }
+            tape.backward(loss);
+        }
+        return tape.memory_bytes(); // the scratch tapes' arenas included
+    };
+    const std::size_t outputs_kept = arena(false);
+    const std::size_t loss_inside = arena(true);
+    CAPTURE(outputs_kept);
+    CAPTURE(loss_inside);
+    CHECK(double(loss_inside) < 0.5 * double(outputs_kept));
+}

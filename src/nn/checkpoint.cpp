@@ -51,59 +51,6 @@ class CheckpointSegments : public TapeExtension<T> {
     Tape<T> scratch;
 };
 
-/// What the k steps of a segment leave on the scratch tape.
-template <class T>
-struct SegmentGraph {
-    Var<T> input;
-    std::vector<Var<T>> initial, outputs, final; // outputs in time order
-};
-
-/// Records the segment's steps on `scratch` from `x` and the initial state values, as
-/// constants (forward) or as inputs whose gradients are kept (`for_backward`; x only when
-/// `input_grad`).
-template <class T>
-SegmentGraph<T> run_steps(const Segment<T>& segment, Tape<T>& scratch, View<const T> x,
-                          const std::vector<View<const T>>& initial, bool for_backward,
-                          bool input_grad) {
-    SegmentGraph<T> graph;
-    graph.input = for_backward && input_grad ? scratch.input(Tensor<T>(x)) : scratch.constant(x);
-    for (const View<const T>& state : initial) {
-        graph.initial.push_back(for_backward ? scratch.input(Tensor<T>(state))
-                                             : scratch.constant(state));
-    }
-    Cell<T>& cell = *segment.cell;
-    cell.attach(scratch);
-    const Var<T> projected = cell.project_inputs(graph.input); // (count*B, P)
-    const bool donated = projection_donatable(projected, graph.input);
-    std::vector<Var<T>> state = graph.initial;
-    graph.outputs.resize(segment.count);
-    for (std::size_t i = 0; i < segment.count; ++i) {
-        const std::size_t local = segment.reverse ? segment.count - 1 - i : i;
-        StepInput<T> event(projected, local * segment.batch, segment.batch);
-        event.donated = donated;
-        state = cell.step(event, state);
-        graph.outputs[local] = state[0];
-    }
-    graph.final = std::move(state);
-    return graph;
-}
-
-/// Copies `from` into `to` (same shape), row by row.
-template <class T>
-void copy_rows(View<const T> from, View<T> to) {
-    for (std::size_t r = 0; r < from.rows; ++r) {
-        std::copy_n(from.data + r * from.stride, from.cols, to.data + r * to.stride);
-    }
-}
-
-/// Rows [row, row + count) of a view.
-template <class V>
-V rows_of(V view, std::size_t row, std::size_t count) {
-    view.data += row * view.stride;
-    view.rows = count;
-    return view;
-}
-
 /// The segment's initial state values: the previous segment's final rows, or the run's initial
 /// state.
 template <class T>
@@ -133,7 +80,8 @@ void segment_backward(Tape<T>& tape, NodeId self) {
     Tape<T>& scratch = *segment.scratch;
     scratch.clear();
     const bool input_grad = tape.node(segment.input).requires_grad;
-    const SegmentGraph<T> graph = run_steps<T>(segment, scratch, tape.node(segment.input).value,
+    const SegmentGraph<T> graph = run_steps<T>(*segment.cell, segment.count, B, segment.reverse,
+                                               scratch, tape.node(segment.input).value,
                                                initial_values(tape, segment), true, input_grad);
     std::vector<Var<T>> parts = graph.outputs;
     for (std::size_t s = 1; s < segment.states; ++s) {
@@ -233,9 +181,9 @@ CheckpointedRun<T> run_checkpointed(Cell<T>& cell, const Var<T>& input, std::siz
         store.scratch.clear();
         {
             NoGradGuard no_grad; // the forward keeps nothing of the steps but what it copies out
-            const SegmentGraph<T> graph =
-                run_steps<T>(segment, store.scratch, tape.node(segment.input).value,
-                             initial_values(tape, segment), false, false);
+            const SegmentGraph<T> graph = run_steps<T>(cell, count, batch, reverse, store.scratch,
+                                                       tape.node(segment.input).value,
+                                                       initial_values(tape, segment), false, false);
             const View<T> value = tape.node(id).value;
             for (std::size_t local = 0; local < count; ++local) {
                 copy_rows<T>(graph.outputs[local].value(), rows_of(value, local * batch, batch));

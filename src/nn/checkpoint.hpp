@@ -6,6 +6,7 @@
 // one segment's graph at a time, instead of every step's graph.
 #pragma once
 
+#include <algorithm>
 #include <vector>
 
 #include "cellgrad/nn/cells.hpp"
@@ -26,6 +27,59 @@ struct CheckpointedRun {
 template <class T>
 bool projection_donatable(const Var<T>& projected, const Var<T>& input) {
     return projected.id() != input.id() && !projected.tape().node(projected.id()).value_is_view;
+}
+
+/// What `count` steps of a cell leave on a scratch tape.
+template <class T>
+struct SegmentGraph {
+    Var<T> input;
+    std::vector<Var<T>> initial, outputs, final; // outputs in time order
+};
+
+/// Records `count` steps of `cell` (backwards in time when `reverse`) on `scratch` from the rows
+/// `x` (count*batch, in) and the initial state values, as constants (forward) or as inputs
+/// whose gradients are kept (`for_backward`; x only when `input_grad`).
+template <class T>
+SegmentGraph<T> run_steps(Cell<T>& cell, std::size_t count, std::size_t batch, bool reverse,
+                          Tape<T>& scratch, View<const T> x,
+                          const std::vector<View<const T>>& initial, bool for_backward,
+                          bool input_grad) {
+    SegmentGraph<T> graph;
+    graph.input = for_backward && input_grad ? scratch.input(Tensor<T>(x)) : scratch.constant(x);
+    for (const View<const T>& state : initial) {
+        graph.initial.push_back(for_backward ? scratch.input(Tensor<T>(state))
+                                             : scratch.constant(state));
+    }
+    cell.attach(scratch);
+    const Var<T> projected = cell.project_inputs(graph.input); // (count*B, P)
+    const bool donated = projection_donatable(projected, graph.input);
+    std::vector<Var<T>> state = graph.initial;
+    graph.outputs.resize(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        const std::size_t local = reverse ? count - 1 - i : i;
+        StepInput<T> event(projected, local * batch, batch);
+        event.donated = donated;
+        state = cell.step(event, state);
+        graph.outputs[local] = state[0];
+    }
+    graph.final = std::move(state);
+    return graph;
+}
+
+/// Copies `from` into `to` (same shape), row by row.
+template <class T>
+void copy_rows(View<const T> from, View<T> to) {
+    for (std::size_t r = 0; r < from.rows; ++r) {
+        std::copy_n(from.data + r * from.stride, from.cols, to.data + r * to.stride);
+    }
+}
+
+/// Rows [row, row + count) of a view.
+template <class V>
+V rows_of(V view, std::size_t row, std::size_t count) {
+    view.data += row * view.stride;
+    view.rows = count;
+    return view;
 }
 
 /// Runs `cell` over `input` (T*B rows, time-major) from `initial` (state_size Vars of (B, H)) in

@@ -33,7 +33,8 @@ struct RecurrentOptions {
     /// and runs each segment again during backward. Memory grows with the outputs + T/k + k
     /// steps instead of T steps' graphs; gradients match the full graph's (bitwise for
     /// everything but the weights and biases, whose per-segment sums round differently).
-    /// Not with lengths; RecurrentOutput::states stays empty.
+    /// Not with lengths; RecurrentOutput::states stays empty. checkpointed_sequence_loss also
+    /// puts the loss inside the segments, so that no output stays.
     std::size_t checkpoint_steps = 0;
 };
 
@@ -143,6 +144,24 @@ RecurrentStateTensors<T> detach_state(const RecurrentState<T>& state);
 /// Puts carried state tensors on `tape` as constants (no gradient flows to the previous window).
 template <class T>
 RecurrentState<T> state_on_tape(Tape<T>& tape, const RecurrentStateTensors<T>& state);
+
+/// Loss of steps [first_step, first_step + steps) of a checkpointed_sequence_loss from their layer
+/// outputs (steps*B, H): a (1, 1) Var recorded on the outputs' tape (a scratch tape; make every
+/// node from `outputs`, e.g. decoder.forward(outputs)).
+template <class T>
+using SegmentLoss =
+    std::function<Var<T>(const Var<T>& outputs, std::size_t first_step, std::size_t steps)>;
+
+/// Activation checkpointing with the loss inside the segments: runs a one-layer, one-direction
+/// `layer` over `input` (T*B, in) from a zero state in segments of `segment_steps` steps, each
+/// segment's outputs going straight into `loss`, and returns the sum of the segments' losses,
+/// (1, 1). `input`'s tape keeps only the T/k boundary states and the segments' losses; backward
+/// runs each segment and its loss again. Memory: the input + T/k states + one segment's graph,
+/// instead of T steps' graphs and outputs. Gradients (input, layer, the loss's parameters) equal
+/// the full graph's up to float rounding (per-segment sums).
+template <class T>
+Var<T> checkpointed_sequence_loss(Recurrent<T>& layer, const Var<T>& input, std::size_t batch,
+                                  std::size_t segment_steps, const SegmentLoss<T>& loss);
 
 /// Loss of one TBPTT window: gets the layer's output for steps [first_step, first_step + steps).
 template <class T>
