@@ -76,6 +76,11 @@ void binary_map(View<const T> a, View<const T> b, View<T> out, std::size_t grain
     });
 }
 
+/// target (1, n) += the column sums of rows (m, n), each column summed from 0 over its rows in
+/// order (= instead of += with `overwrite`): a linear layer's bias gradient (src/column_sums.cpp).
+template <class T>
+void add_column_sums(View<T> target, View<const T> rows, bool overwrite);
+
 /// target += contribution(r, c) summed over the dimensions of `out` that target broadcasts over
 /// (with `overwrite`, target is uninitialised and receives = instead of +=).
 /// Column sums run per column chunk and row sums per row, in fixed order: deterministic.

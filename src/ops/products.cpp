@@ -100,8 +100,9 @@ void linear_backward(Tape<T>& tape, NodeId y, View<const T> dy, NodeId x, NodeId
                                                            tape.node(x).value); // dW += dY^T X
     }
     if (bias != no_node && tape.node(bias).requires_grad) {
-        accumulate_into(tape, bias, dy.shape(),
-                        [&](std::size_t r, std::size_t c) { return dy(r, c); });
+        bool fresh = false;
+        const View<T> db = tape.grad_for_overwrite(bias, fresh);
+        kernels::add_column_sums<T>(db, dy, fresh); // dB += sum over rows of dY
     }
 }
 

@@ -108,18 +108,34 @@ void WeightProducts<T>::sum_queued(Tape<T>& tape, NodeId weight) {
             kernels::gemm<T>(pieces[first].dy, true, pieces[first].x, false, dw, T(1), beta);
             continue;
         }
-        std::vector<std::size_t> first_row(last - first + 1, 0);
-        for (std::size_t i = first; i < last; ++i) {
-            first_row[i - first + 1] = first_row[i - first] + pieces[i].dy.rows;
+        // Stacked in time order, the reverse of the queue's: piece `last - 1` first. The gate
+        // gradients of consecutive steps are often consecutive rows of one buffer (the rows of
+        // the input projection's gradient), and then dy_all is a view of them, not a copy.
+        std::vector<std::size_t> first_row(last - first, 0); // stacked row of piece first + i
+        bool dy_consecutive = true;
+        for (std::size_t i = last - 1, row = 0; i + 1 > first; --i) {
+            first_row[i - first] = row;
+            row += pieces[i].dy.rows;
+            if (i + 1 < last) {
+                const View<const T>& above = pieces[i + 1].dy;
+                dy_consecutive = dy_consecutive && pieces[i].dy.stride == above.stride &&
+                                 pieces[i].dy.data == above.data + above.rows * above.stride;
+            }
         }
         stack_.resize(std::max(stack_.size(), rows * (dw.rows + dw.cols)));
-        const View<T> dy_all{stack_.data(), rows, dw.rows, dw.rows};
+        const View<const T> dy_all =
+            dy_consecutive
+                ? View<const T>{pieces[last - 1].dy.data, rows, dw.rows, pieces[last - 1].dy.stride}
+                : View<const T>{stack_.data(), rows, dw.rows, dw.rows};
         const View<T> x_all{stack_.data() + rows * dw.rows, rows, dw.cols, dw.cols};
         parallel_chunks(last - first, 1, [&](std::size_t begin, std::size_t end) {
             for (std::size_t i = begin; i < end; ++i) {
                 const DeferredProduct& piece = pieces[first + i];
                 const std::size_t piece_rows = piece.dy.rows;
-                copy<T>(piece.dy, {dy_all.row(first_row[i]), piece_rows, dw.rows, dw.rows});
+                if (!dy_consecutive) {
+                    copy<T>(piece.dy,
+                            {stack_.data() + first_row[i] * dw.rows, piece_rows, dw.rows, dw.rows});
+                }
                 copy<T>(piece.x, {x_all.row(first_row[i]), piece_rows, dw.cols, dw.cols});
             }
         });

@@ -10,22 +10,9 @@
 #include <vector>
 
 #include "cellgrad/cellmath.hpp"
+#include "cellgrad/detail/vector_clones.hpp"
 #include "cellgrad/parallel.hpp"
 #include "cellgrad/tape.hpp"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
-#define CELLGRAD_POINTWISE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CELLGRAD_POINTWISE_CLONES
-#endif
-#if defined(__clang__)
-#define CELLGRAD_IVDEP _Pragma("clang loop vectorize(assume_safety)")
-#elif defined(__GNUC__)
-#define CELLGRAD_IVDEP _Pragma("GCC ivdep")
-#else
-#define CELLGRAD_IVDEP
-#endif
 
 namespace cellgrad {
 
