@@ -36,7 +36,9 @@ done
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 tools=()
 [ "$format" = 1 ] && tools+=(clang-format)
-[ "$tidy" = 1 ] && tools+=(clang-tidy)
+# libopenmpi-dev: tidy reads src/distributed/mpi.cpp, which needs mpi.h (on a fresh machine the
+# test command, which installs Open MPI, runs only after this).
+[ "$tidy" = 1 ] && tools+=(clang-tidy libopenmpi-dev)
 CELLGRAD_EXTRA_PACKAGES="${tools[*]} ${CELLGRAD_EXTRA_PACKAGES:-}" CELLGRAD_SETUP_INSTALL_ONLY=1 \
     bash "$root/scripts/setup.sh"
 

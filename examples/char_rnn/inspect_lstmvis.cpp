@@ -25,6 +25,8 @@ bool lstmvis_supported() {
 
 namespace {
 
+#ifdef CELLGRAD_HAVE_HDF5
+
 /// A dictionary word for a byte: LSTMVis splits each line of words.dict at whitespace, so
 /// spaces, newlines and other invisible bytes get names.
 std::string dictionary_word(std::uint8_t byte) {
@@ -43,8 +45,6 @@ std::string dictionary_word(std::uint8_t byte) {
     }
     return fmt::format("<0x{:02x}>", byte);
 }
-
-#ifdef CELLGRAD_HAVE_HDF5
 
 /// Writes a dataset of `rows` x `cols` (cols 0: one dimension) at `name` in `file`.
 void write_dataset(hid_t file, const std::string& name, hid_t type, const void* data,

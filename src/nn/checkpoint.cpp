@@ -33,23 +33,9 @@ struct Segment {
     }
 };
 
-/// A segment node's attribute record: its plan (owned by CheckpointSegments).
+/// The segments of one tape pass and their scratch tape.
 template <class T>
-struct SegmentRef {
-    const Segment<T>* plan;
-};
-
-/// The segments of one tape pass and the scratch tape they run on; dropped by clear().
-template <class T>
-class CheckpointSegments : public TapeExtension<T> {
-  public:
-    void begin_backward(Tape<T>&) override {}
-    void reached(Tape<T>&, NodeId) override {}
-    void clear() override { segments.clear(); }
-    std::size_t bytes() const override { return scratch.memory_bytes(); }
-    std::vector<std::unique_ptr<Segment<T>>> segments;
-    Tape<T> scratch;
-};
+using CheckpointSegments = ScratchSegments<T, Segment<T>>;
 
 /// The segment's initial state values: the previous segment's final rows, or the run's initial
 /// state.
@@ -74,7 +60,7 @@ std::vector<View<const T>> initial_values(const Tape<T>& tape, const Segment<T>&
 /// result overwrites those rows (they then hold the whole dL/dh of the boundary).
 template <class T>
 void segment_backward(Tape<T>& tape, NodeId self) {
-    const Segment<T>& segment = *tape.template attributes<SegmentRef<T>>(self).plan;
+    const Segment<T>& segment = *tape.template attributes<PlanRef<Segment<T>>>(self).plan;
     const View<const T> grad = tape.node(self).grad;
     const std::size_t B = segment.batch;
     Tape<T>& scratch = *segment.scratch;
@@ -194,7 +180,7 @@ CheckpointedRun<T> run_checkpointed(Cell<T>& cell, const Var<T>& input, std::siz
         }
         const Segment<T>* plan = owned.get();
         store.segments.push_back(std::move(owned));
-        tape.set_attributes(id, SegmentRef<T>{plan});
+        tape.set_attributes(id, PlanRef<Segment<T>>{plan});
         tape.set_backward(id, &segment_backward<T>);
         nodes.emplace_back(&tape, id);
         plans.push_back(plan);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "cellgrad/nn/cells.hpp"
@@ -18,6 +19,25 @@ template <class T>
 struct CheckpointedRun {
     std::vector<Var<T>> outputs; ///< h of every step, (B, H), in time order
     std::vector<Var<T>> final;   ///< the state after the last step run
+};
+
+/// A segment node's attribute record: its plan (owned by ScratchSegments).
+template <class Plan>
+struct PlanRef {
+    const Plan* plan;
+};
+
+/// The segment plans of one tape pass and the scratch tape they run on; dropped by clear(). One
+/// per plan type and tape (Tape::extension).
+template <class T, class Plan>
+class ScratchSegments : public TapeExtension<T> {
+  public:
+    void begin_backward(Tape<T>&) override {}
+    void reached(Tape<T>&, NodeId) override {}
+    void clear() override { segments.clear(); }
+    std::size_t bytes() const override { return scratch.memory_bytes(); }
+    std::vector<std::unique_ptr<Plan>> segments;
+    Tape<T> scratch;
 };
 
 /// Whether the steps of a run may donate their rows of `projected` to their gates

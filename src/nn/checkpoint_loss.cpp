@@ -36,23 +36,9 @@ struct LossSegment {
     std::size_t loss_row() const { return states * batch; }
 };
 
-/// A segment node's attribute record: its plan (owned by LossSegments).
+/// The segments of one tape pass and their scratch tape.
 template <class T>
-struct LossSegmentRef {
-    const LossSegment<T>* plan;
-};
-
-/// The segments of one tape pass and the scratch tape they run on; dropped by clear().
-template <class T>
-class LossSegments : public TapeExtension<T> {
-  public:
-    void begin_backward(Tape<T>&) override {}
-    void reached(Tape<T>&, NodeId) override {}
-    void clear() override { segments.clear(); }
-    std::size_t bytes() const override { return scratch.memory_bytes(); }
-    std::vector<std::unique_ptr<LossSegment<T>>> segments;
-    Tape<T> scratch;
-};
+using LossSegments = detail::ScratchSegments<T, LossSegment<T>>;
 
 /// The segment's initial state values: the previous segment's state rows, or zeros.
 template <class T>
@@ -90,7 +76,8 @@ std::pair<SegmentGraph<T>, Var<T>> run_segment(const Tape<T>& tape, const LossSe
 /// rows' gradient is added, the previous segment's state rows' gradient written.
 template <class T>
 void loss_segment_backward(Tape<T>& tape, NodeId self) {
-    const LossSegment<T>& segment = *tape.template attributes<LossSegmentRef<T>>(self).plan;
+    const LossSegment<T>& segment =
+        *tape.template attributes<detail::PlanRef<LossSegment<T>>>(self).plan;
     const View<const T> grad = tape.node(self).grad;
     const std::size_t B = segment.batch;
     Tape<T>& scratch = *segment.scratch;
@@ -196,7 +183,7 @@ Var<T> checkpointed_sequence_loss(Recurrent<T>& layer, const Var<T>& input, std:
             std::fill_n(value.row(segment.loss_row()), H, T(0));
             value(segment.loss_row(), 0) = part.value()(0, 0);
         }
-        tape.set_attributes(id, LossSegmentRef<T>{owned.get()});
+        tape.set_attributes(id, detail::PlanRef<LossSegment<T>>{owned.get()});
         tape.set_backward(id, &loss_segment_backward<T>);
         store.segments.push_back(std::move(owned));
         previous = Var<T>(&tape, id);
