@@ -74,25 +74,19 @@ void segment_backward(Tape<T>& tape, NodeId self) {
         parts.push_back(graph.final[s]);
     }
     Tensor<T> seed(grad.rows + (segment.has_previous ? B : 0), grad.cols);
-    copy_rows<T>(grad, rows_of(seed.view(), 0, grad.rows));
+    copy<T>(grad, rows_of(seed.view(), 0, grad.rows));
     if (segment.has_previous) {
         parts.push_back(graph.initial[0]);
         const View<T> held = tape.grad_if_any(segment.previous);
         if (held.data != nullptr) {
-            copy_rows<T>(rows_of(View<const T>(held), segment.previous_segment->state_row(0), B),
-                         rows_of(seed.view(), grad.rows, B));
+            copy<T>(rows_of(View<const T>(held), segment.previous_segment->state_row(0), B),
+                    rows_of(seed.view(), grad.rows, B));
         }
     }
     scratch.backward(concat_rows<T>(parts), seed);
 
     if (input_grad) {
-        const View<const T> dx = scratch.grad_if_any(graph.input.id());
-        const View<T> into = tape.grad_for_update(segment.input);
-        for (std::size_t r = 0; dx.data != nullptr && r < dx.rows; ++r) {
-            for (std::size_t c = 0; c < dx.cols; ++c) {
-                into(r, c) += dx(r, c);
-            }
-        }
+        add_gradient<T>(tape, segment.input, scratch.grad_if_any(graph.input.id()));
     }
     for (std::size_t s = 0; s < segment.states; ++s) {
         const View<const T> ds = scratch.grad_if_any(graph.initial[s].id());
@@ -101,14 +95,9 @@ void segment_backward(Tape<T>& tape, NodeId self) {
         }
         if (segment.has_previous) {
             const View<T> previous = tape.grad_for_update(segment.previous);
-            copy_rows<T>(ds, rows_of(previous, segment.previous_segment->state_row(s), B));
+            copy<T>(ds, rows_of(previous, segment.previous_segment->state_row(s), B));
         } else if (tape.node(segment.initial[s]).requires_grad) {
-            const View<T> into = tape.grad_for_update(segment.initial[s]);
-            for (std::size_t r = 0; r < ds.rows; ++r) {
-                for (std::size_t c = 0; c < ds.cols; ++c) {
-                    into(r, c) += ds(r, c);
-                }
-            }
+            add_gradient<T>(tape, segment.initial[s], ds);
         }
     }
 }
@@ -172,10 +161,10 @@ CheckpointedRun<T> run_checkpointed(Cell<T>& cell, const Var<T>& input, std::siz
                                                        initial_values(tape, segment), false, false);
             const View<T> value = tape.node(id).value;
             for (std::size_t local = 0; local < count; ++local) {
-                copy_rows<T>(graph.outputs[local].value(), rows_of(value, local * batch, batch));
+                copy<T>(graph.outputs[local].value(), rows_of(value, local * batch, batch));
             }
             for (std::size_t s = 1; s < S; ++s) {
-                copy_rows<T>(graph.final[s].value(), rows_of(value, segment.state_row(s), batch));
+                copy<T>(graph.final[s].value(), rows_of(value, segment.state_row(s), batch));
             }
         }
         const Segment<T>* plan = owned.get();

@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "../kernels.hpp"
 #include "cellgrad/nn/cells.hpp"
 
 namespace cellgrad::nn::detail {
@@ -86,11 +87,11 @@ SegmentGraph<T> run_steps(Cell<T>& cell, std::size_t count, std::size_t batch, b
     return graph;
 }
 
-/// Copies `from` into `to` (same shape), row by row.
+/// Adds `gradient` (a scratch tape's, absent when null) into node `id`'s gradient on `tape`.
 template <class T>
-void copy_rows(View<const T> from, View<T> to) {
-    for (std::size_t r = 0; r < from.rows; ++r) {
-        std::copy_n(from.data + r * from.stride, from.cols, to.data + r * to.stride);
+void add_gradient(Tape<T>& tape, NodeId id, View<const T> gradient) {
+    if (gradient.data != nullptr) {
+        kernels::add_into(tape.grad_for_update(id), gradient);
     }
 }
 

@@ -13,7 +13,7 @@ namespace cellgrad::nn {
 
 namespace {
 
-using detail::copy_rows;
+using detail::add_gradient;
 using detail::rows_of;
 using detail::run_steps;
 using detail::SegmentGraph;
@@ -96,20 +96,14 @@ void loss_segment_backward(Tape<T>& tape, NodeId self) {
     scratch.backward(root);
 
     if (input_grad) {
-        const View<const T> dx = scratch.grad_if_any(graph.input.id());
-        const View<T> into = tape.grad_for_update(segment.input);
-        for (std::size_t r = 0; dx.data != nullptr && r < dx.rows; ++r) {
-            for (std::size_t c = 0; c < dx.cols; ++c) {
-                into(r, c) += dx(r, c);
-            }
-        }
+        add_gradient<T>(tape, segment.input, scratch.grad_if_any(graph.input.id()));
     }
     if (segment.has_previous) {
         const View<T> previous = tape.grad_for_update(segment.previous);
         for (std::size_t s = 0; s < segment.states; ++s) {
             const View<const T> ds = scratch.grad_if_any(graph.initial[s].id());
             if (ds.data != nullptr) {
-                copy_rows<T>(ds, rows_of(previous, s * B, B));
+                copy<T>(ds, rows_of(previous, s * B, B));
             }
         }
     }
@@ -178,7 +172,7 @@ Var<T> checkpointed_sequence_loss(Recurrent<T>& layer, const Var<T>& input, std:
             const auto [graph, part] = run_segment(tape, segment, false, false);
             const View<T> value = tape.node(id).value;
             for (std::size_t s = 0; s < S; ++s) {
-                copy_rows<T>(graph.final[s].value(), rows_of(value, s * batch, batch));
+                copy<T>(graph.final[s].value(), rows_of(value, s * batch, batch));
             }
             std::fill_n(value.row(segment.loss_row()), H, T(0));
             value(segment.loss_row(), 0) = part.value()(0, 0);
