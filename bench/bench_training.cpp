@@ -277,6 +277,8 @@ struct Contender {
     std::function<double()> run;
     std::vector<double> seconds;        ///< timed rounds only
     double back_to_back = std::nan(""); ///< oneDNN: median of steps run one after another
+    double best_seconds = std::nan(""); ///< cellgrad: its best timing at any thread count
+    std::string best_at;                ///< where that was ("1 thread, back to back")
     double first_loss = std::nan("");
     double last_loss = std::nan("");
 };
@@ -727,22 +729,20 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
     // cellgrad taken the same way: its TBB workers also sleep through the settle pause, and a
     // 2-thread row may be faster at 1 (small shapes): back to back at every count up to the row's.
     // The best of these and of the rounds is what the oneDNN table compares.
-    std::vector<std::tuple<std::string, double, std::string>> cellgrad_best; // name, s, where
     for (Contender& contender : contenders) {
         if (!contender.name.starts_with("cellgrad")) {
             continue;
         }
-        double best = median(contender.seconds);
-        std::string at = timing_label(threads, "rounds");
+        contender.best_seconds = median(contender.seconds);
+        contender.best_at = timing_label(threads, "rounds");
         for (int count = threads; count >= 1; --count) {
             cellgrad::set_num_threads(count);
             const double seconds = time_back_to_back(contender, timed);
-            if (seconds < best) {
-                best = seconds;
-                at = timing_label(count, "back to back");
+            if (seconds < contender.best_seconds) {
+                contender.best_seconds = seconds;
+                contender.best_at = timing_label(count, "back to back");
             }
         }
-        cellgrad_best.emplace_back(contender.name, best, at);
     }
 
     Row row;
@@ -757,8 +757,12 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
         const double seconds = median(contender.seconds);
         if (contender.name == "cellgrad") {
             row.cellgrad_seconds = seconds;
+            row.cellgrad_best_seconds = contender.best_seconds;
+            row.cellgrad_best_at = contender.best_at;
         } else if (contender.name == "cellgrad-embedded") {
             row.cellgrad_embedded_seconds = seconds;
+            row.cellgrad_embedded_best_seconds = contender.best_seconds;
+            row.cellgrad_embedded_best_at = contender.best_at;
         } else if (contender.name == "sgemm") {
             row.sgemm_seconds = seconds;
         } else if (contender.name == "sgemm-projected") {
@@ -768,11 +772,6 @@ Row measure(const Config& config, const std::string& cell, int threads, const Op
         } else {
             row.torch_seconds.emplace_back(contender.name, seconds);
         }
-    }
-    for (const auto& [name, seconds, at] : cellgrad_best) {
-        (name == "cellgrad" ? row.cellgrad_best_seconds : row.cellgrad_embedded_best_seconds) =
-            seconds;
-        (name == "cellgrad" ? row.cellgrad_best_at : row.cellgrad_embedded_best_at) = at;
     }
 #ifdef CELLGRAD_BENCH_WITH_ONEDNN
     row.onednn_implementation = onednn_implementation;
