@@ -210,9 +210,9 @@ TEST_CASE("checkpointing refuses lengths by name") {
 }
 
 TEST_CASE("checkpointing holds a fraction of the full graph's arena") {
-    // T = 64 steps, hidden 64, batch 16: 8 segments of 8 keep the outputs, 8 boundary states and
-    // one segment's graph; the full graph keeps all 64 steps' graphs. (Smaller sizes measure the
-    // arenas' 256 KB minimum blocks.)
+    // T = 128 steps, hidden 64, batch 16: 16 segments of 8 keep the outputs, 16 boundary states
+    // and one segment's graph; the full graph keeps all 128 steps' graphs. (Smaller sizes measure
+    // the arenas' 256 KB minimum blocks and the weight-gradient stacking buffers.)
     const auto arena = [](std::size_t k) {
         RecurrentOptions options;
         options.input_size = 16;
@@ -224,7 +224,7 @@ TEST_CASE("checkpointing holds a fraction of the full graph's arena") {
         for (int round = 0; round < 2; ++round) { // the second round's arenas are one block each,
             tape.clear();                         // of the first round's high-water mark
             const RecurrentOutput<float> out =
-                layer.forward(tape.input(random_tensor<float>(64 * 16, 16, 2)), 16);
+                layer.forward(tape.input(random_tensor<float>(128 * 16, 16, 2)), 16);
             tape.backward(sum(out.output));
         }
         return tape.memory_bytes(); // the scratch tape's arena and stacking buffers included

@@ -3,6 +3,9 @@
 // reverse pass. Neither may change a parameter gradient by a single bit.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -10,6 +13,8 @@
 #include "cellgrad/cellgrad.hpp"
 #include "cellgrad/grad_check.hpp"
 #include "cellgrad/nn.hpp"
+
+#include "../src/ops/weight_products.hpp"
 
 using namespace cellgrad;
 
@@ -145,6 +150,89 @@ TEST_CASE("weight gradients summed in chunks during backward match central diffe
     INFO(report.summary());
     CHECK(report.passed);
     CHECK(report.checked == 72);
+}
+
+namespace {
+
+/// One LSTM step over `steps` x 64 rows (hidden 256): the loss mean(h^2) and every parameter's
+/// gradient, with the weights of `source` when given (converted to T), and the tape's counts of
+/// weight-gradient GEMMs.
+template <class T>
+struct WideLstmRun {
+    std::unique_ptr<nn::Recurrent<T>> layer;
+    std::vector<Tensor<T>> grads;
+    typename WeightProducts<T>::SumCounts counts;
+
+    template <class Source>
+    WideLstmRun(std::size_t steps, const std::vector<Parameter<Source>*>* source) {
+        const std::size_t batch = 64;
+        nn::RecurrentOptions options;
+        options.input_size = 8;
+        options.hidden_size = 256;
+        std::mt19937_64 rng(7);
+        layer = nn::make_recurrent<T>("lstm", options, rng);
+        std::vector<Parameter<T>*> params = layer->parameters();
+        for (std::size_t i = 0; source != nullptr && i < params.size(); ++i) {
+            const Tensor<Source>& from = (*source)[i]->value;
+            for (std::size_t e = 0; e < from.size(); ++e) {
+                params[i]->value.data()[e] = T(from.data()[e]);
+            }
+        }
+        std::mt19937_64 data_rng(8);
+        std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+        Tensor<T> input(steps * batch, options.input_size);
+        for (std::size_t e = 0; e < input.size(); ++e) {
+            input.data()[e] = T(uniform(data_rng));
+        }
+        Tape<T> tape;
+        const Var<T> h = layer->forward(tape.input(input), batch).output;
+        for (Parameter<T>* p : params) {
+            p->zero_grad();
+        }
+        tape.backward(mean(mul(h, h)));
+        for (Parameter<T>* p : params) {
+            grads.push_back(p->grad);
+        }
+        counts = tape.template extension<WeightProducts<T>>().sum_counts();
+    }
+};
+
+} // namespace
+
+TEST_CASE("weight gradients summed from rows read in place, over several chunks, match float64") {
+    // Hidden 256 over 40 steps of 64 rows: the recurrent weight's dy rows (its gate gradients)
+    // lie in one buffer and are read in place; its x rows (the states) are copied, 1 KB a row in
+    // float, so its GEMMs are cut at the stacking budget. A wrong in-place view or chunk edge
+    // would show here against the float64 run of the same weights.
+    const std::size_t steps = 40;
+    const WideLstmRun<float> single(steps, static_cast<std::vector<Parameter<float>*>*>(nullptr));
+    const std::vector<Parameter<float>*> weights = single.layer->parameters();
+    const WideLstmRun<double> reference(steps, &weights);
+    REQUIRE(single.grads.size() == reference.grads.size());
+    for (std::size_t i = 0; i < single.grads.size(); ++i) {
+        CAPTURE(weights[i]->name);
+        double largest = 0, worst = 0;
+        for (std::size_t e = 0; e < single.grads[i].size(); ++e) {
+            const double want = reference.grads[i].data()[e];
+            largest = std::max(largest, std::abs(want));
+            worst = std::max(worst, std::abs(double(single.grads[i].data()[e]) - want));
+        }
+        CHECK(largest > 0);
+        CHECK(worst <= 1e-4 * largest);
+    }
+    // W_ih: one GEMM over every row, both operands in place. W_hh: one product a step, its
+    // copied states cut into chunks of budget / (256 * sizeof(T)) rows (whole steps here).
+    const std::size_t rows = steps * 64;
+    const auto hh_chunks = [&](std::size_t element_bytes) {
+        const std::size_t chunk_rows =
+            WeightProducts<float>::stack_budget_bytes / (256 * element_bytes);
+        return (rows + chunk_rows - 1) / chunk_rows;
+    };
+    REQUIRE(hh_chunks(sizeof(float)) >= 2);
+    CHECK(single.counts.gemms == 1 + hh_chunks(sizeof(float)));
+    CHECK(reference.counts.gemms == 1 + hh_chunks(sizeof(double)));
+    CHECK(single.counts.dy_rows_in_place == 2 * rows);
+    CHECK(single.counts.x_rows_in_place == rows);
 }
 
 namespace {

@@ -43,9 +43,38 @@ const T* WeightProducts<T>::packed(Tape<T>& tape, NodeId weight, bool transposed
     }
 }
 
+namespace {
+
+/// True when view `next` continues view `top` upwards: same width and stride, its last row
+/// directly above top's first.
 template <class T>
-std::size_t WeightProducts<T>::budget_rows(Shape dw) {
-    return std::max<std::size_t>(1, stack_budget_bytes / ((dw.rows + dw.cols) * sizeof(T)));
+bool directly_above(const View<const T>& next, const View<const T>& top) {
+    return next.cols == top.cols && next.stride == top.stride &&
+           next.data + next.rows * next.stride == top.data;
+}
+
+} // namespace
+
+template <class T>
+std::size_t WeightProducts<T>::Chunk::copied_bytes_with(const DeferredProduct& next,
+                                                        Shape dw) const {
+    if (rows == 0) {
+        return 0; // one product is a GEMM of its own views
+    }
+    const bool dy_stays = dy_in_place && directly_above(next.dy, dy_top);
+    const bool x_stays = x_in_place && directly_above(next.x, x_top);
+    return (rows + next.dy.rows) * ((dy_stays ? 0 : dw.rows) + (x_stays ? 0 : dw.cols)) * sizeof(T);
+}
+
+template <class T>
+void WeightProducts<T>::Chunk::add(const DeferredProduct& next) {
+    if (rows > 0) {
+        dy_in_place = dy_in_place && directly_above(next.dy, dy_top);
+        x_in_place = x_in_place && directly_above(next.x, x_top);
+    }
+    rows += next.dy.rows;
+    dy_top = next.dy;
+    x_top = next.x;
 }
 
 template <class T>
@@ -54,23 +83,24 @@ void WeightProducts<T>::defer(Tape<T>& tape, NodeId weight, NodeId dy_node, View
     tape.notify_when_reached(weight);
     // A full chunk is summed now, so that its dy buffers can serve earlier nodes' gradients: the
     // same chunks, in the same order, as summing everything when `weight` is reached.
-    const std::size_t queued = queued_rows(weight);
-    if (queued > 0 && queued + dy.rows > budget_rows(tape.node(weight).value.shape())) {
+    const DeferredProduct product{weight, dy_node, dy, x};
+    if (open_chunk(weight).copied_bytes_with(product, tape.node(weight).value.shape()) >
+        stack_budget_bytes) {
         sum_queued(tape, weight);
     }
     tape.hold_gradient(dy_node);
-    deferred_.push_back({weight, dy_node, dy, x});
-    queued_rows(weight) += dy.rows;
+    deferred_.push_back(product);
+    open_chunk(weight).add(product);
 }
 
 template <class T>
-std::size_t& WeightProducts<T>::queued_rows(NodeId weight) {
-    for (auto& [id, rows] : queued_rows_) {
+typename WeightProducts<T>::Chunk& WeightProducts<T>::open_chunk(NodeId weight) {
+    for (auto& [id, chunk] : open_chunks_) {
         if (id == weight) {
-            return rows;
+            return chunk;
         }
     }
-    return queued_rows_.emplace_back(weight, 0).second;
+    return open_chunks_.emplace_back(weight, Chunk{}).second;
 }
 
 template <class T>
@@ -88,58 +118,62 @@ void WeightProducts<T>::sum_queued(Tape<T>& tape, NodeId weight) {
         pieces.push_back(product);
         return true;
     });
-    queued_rows(weight) = 0;
+    open_chunk(weight) = Chunk{};
     if (pieces.empty()) {
         return;
     }
     bool fresh = false;
     const View<T> dw = tape.grad_for_overwrite(weight, fresh);
     T beta = fresh ? T(0) : T(1);
-    // Chunks [first, last) of pieces whose stacked rows fit the budget (at least one piece each):
+    // Chunks [first, last) of pieces, formed as defer() formed them (at least one piece each):
     // dW += [dy_first; ...]^T [x_first; ...] as one GEMM per chunk.
-    const std::size_t budget = budget_rows(dw.shape());
     for (std::size_t first = 0, last = 0; first < pieces.size(); first = last, beta = T(1)) {
-        std::size_t rows = pieces[first].dy.rows;
-        for (last = first + 1; last < pieces.size() && rows + pieces[last].dy.rows <= budget;
+        Chunk chunk;
+        for (last = first; last < pieces.size() &&
+                           chunk.copied_bytes_with(pieces[last], dw.shape()) <= stack_budget_bytes;
              ++last) {
-            rows += pieces[last].dy.rows;
-        }
-        if (last == first + 1) {
-            kernels::gemm<T>(pieces[first].dy, true, pieces[first].x, false, dw, T(1), beta);
-            continue;
+            chunk.add(pieces[last]);
         }
         // Stacked in time order, the reverse of the queue's: piece `last - 1` first. The gate
         // gradients of consecutive steps are often consecutive rows of one buffer (the rows of
-        // the input projection's gradient), and then dy_all is a view of them, not a copy.
-        std::vector<std::size_t> first_row(last - first, 0); // stacked row of piece first + i
-        bool dy_consecutive = true;
-        for (std::size_t i = last - 1, row = 0; i + 1 > first; --i) {
-            first_row[i - first] = row;
-            row += pieces[i].dy.rows;
-            if (i + 1 < last) {
-                const View<const T>& above = pieces[i + 1].dy;
-                dy_consecutive = dy_consecutive && pieces[i].dy.stride == above.stride &&
-                                 pieces[i].dy.data == above.data + above.rows * above.stride;
-            }
-        }
-        stack_.resize(std::max(stack_.size(), rows * (dw.rows + dw.cols)));
+        // the input projection's gradient), as are a layer's inputs: such rows are read in place.
+        // Counting only the copied rows in the budget let a large LSTM's W_hh gradient run as 13
+        // GEMMs of 512 rows instead of 100 of 64 (docs/performance.md).
+        const std::size_t rows = chunk.rows;
+        const std::size_t dy_copied = chunk.dy_in_place ? 0 : rows * dw.rows;
+        const std::size_t x_copied = chunk.x_in_place ? 0 : rows * dw.cols;
+        stack_.resize(std::max(stack_.size(), dy_copied + x_copied));
         const View<const T> dy_all =
-            dy_consecutive
-                ? View<const T>{pieces[last - 1].dy.data, rows, dw.rows, pieces[last - 1].dy.stride}
-                : View<const T>{stack_.data(), rows, dw.rows, dw.rows};
-        const View<T> x_all{stack_.data() + rows * dw.rows, rows, dw.cols, dw.cols};
-        parallel_chunks(last - first, 1, [&](std::size_t begin, std::size_t end) {
-            for (std::size_t i = begin; i < end; ++i) {
-                const DeferredProduct& piece = pieces[first + i];
-                const std::size_t piece_rows = piece.dy.rows;
-                if (!dy_consecutive) {
-                    copy<T>(piece.dy,
-                            {stack_.data() + first_row[i] * dw.rows, piece_rows, dw.rows, dw.rows});
-                }
-                copy<T>(piece.x, {x_all.row(first_row[i]), piece_rows, dw.cols, dw.cols});
+            chunk.dy_in_place ? View<const T>{chunk.dy_top.data, rows, dw.rows, chunk.dy_top.stride}
+                              : View<const T>{stack_.data(), rows, dw.rows, dw.rows};
+        const View<const T> x_all =
+            chunk.x_in_place ? View<const T>{chunk.x_top.data, rows, dw.cols, chunk.x_top.stride}
+                             : View<const T>{stack_.data() + dy_copied, rows, dw.cols, dw.cols};
+        if (dy_copied + x_copied > 0) {
+            std::vector<std::size_t> first_row(last - first, 0); // stacked row of piece first + i
+            for (std::size_t i = last - 1, row = 0; i + 1 > first; --i) {
+                first_row[i - first] = row;
+                row += pieces[i].dy.rows;
             }
-        });
+            parallel_chunks(last - first, 1, [&](std::size_t begin, std::size_t end) {
+                for (std::size_t i = begin; i < end; ++i) {
+                    const DeferredProduct& piece = pieces[first + i];
+                    const std::size_t row = first_row[i];
+                    if (!chunk.dy_in_place) {
+                        copy<T>(piece.dy,
+                                {stack_.data() + row * dw.rows, piece.dy.rows, dw.rows, dw.rows});
+                    }
+                    if (!chunk.x_in_place) {
+                        copy<T>(piece.x, {stack_.data() + dy_copied + row * dw.cols, piece.x.rows,
+                                          dw.cols, dw.cols});
+                    }
+                }
+            });
+        }
         kernels::gemm<T>(dy_all, true, x_all, false, dw, T(1), beta);
+        counts_.gemms += 1;
+        counts_.dy_rows_in_place += chunk.dy_in_place ? rows : 0;
+        counts_.x_rows_in_place += chunk.x_in_place ? rows : 0;
     }
     for (const DeferredProduct& piece : pieces) {
         tape.drop_gradient_hold(piece.dy_node);

@@ -23,25 +23,37 @@ class WeightProducts : public TapeExtension<T> {
     const T* packed_copy(NodeId weight, bool transposed) const;
     /// Queues dW += dy^T x for node `weight`, dy being node `dy_node`'s gradient (held on the
     /// tape until summed). The queued products of a weight are summed as GEMMs over their
-    /// stacked rows, a chunk of at most `stack_budget_bytes` as soon as it is full and the rest
-    /// when the reverse pass reaches `weight` (after every node that uses it): T per-step (B, in)
-    /// products of a recurrent weight become a few GEMMs of many rows each. x must stay unchanged
-    /// until then.
+    /// stacked rows, a chunk as soon as stacking it would copy more than `stack_budget_bytes`
+    /// and the rest when the reverse pass reaches `weight` (after every node that uses it): T
+    /// per-step (B, in) products of a recurrent weight become a few GEMMs of many rows each. Rows
+    /// that already lie in time order in one buffer are read in place, not copied. x must stay
+    /// unchanged until then.
     void defer(Tape<T>& tape, NodeId weight, NodeId dy_node, View<const T> dy, View<const T> x);
 
-    /// Most bytes of stacked dy and x rows one GEMM of reached() reads (the stacking buffer's
-    /// size): whole-sequence stacking held 131 MB at T = 100, B = 64, H = 1024.
+    /// Most bytes of dy and x rows one GEMM of reached() copies into its stacking buffer:
+    /// whole-sequence stacking held 131 MB at T = 100, B = 64, H = 1024.
     static constexpr std::size_t stack_budget_bytes = std::size_t(2) << 20;
+
+    /// GEMMs summed since the backward pass began, and the dy and x rows they read in place
+    /// (for tests).
+    struct SumCounts {
+        std::size_t gemms = 0;
+        std::size_t dy_rows_in_place = 0;
+        std::size_t x_rows_in_place = 0;
+    };
+    /// See SumCounts.
+    SumCounts sum_counts() const { return counts_; }
 
     void begin_backward(Tape<T>&) override {
         deferred_.clear();
-        queued_rows_.clear();
+        open_chunks_.clear();
+        counts_ = {};
     }
     std::size_t bytes() const override { return stack_.capacity() * sizeof(T); }
     void reached(Tape<T>& tape, NodeId id) override;
     void clear() override {
         deferred_.clear();
-        queued_rows_.clear();
+        open_chunks_.clear();
         packed_.clear();
     }
 
@@ -53,14 +65,27 @@ class WeightProducts : public TapeExtension<T> {
         View<const T> dy;
         View<const T> x;
     };
+    /// The rows of one chunk of queued products (in queue order, so latest step first) and
+    /// whether its dy and x rows each lie in one buffer, every product's directly above the one
+    /// queued before it: then the GEMM reads them in place.
+    struct Chunk {
+        std::size_t rows = 0;
+        bool dy_in_place = true;
+        bool x_in_place = true;
+        View<const T> dy_top; ///< the dy of the product added last (the earliest step)
+        View<const T> x_top;  ///< its x
+        /// Bytes that stacking the chunk would copy for a gradient of shape dw if `next` joined.
+        std::size_t copied_bytes_with(const DeferredProduct& next, Shape dw) const;
+        /// Adds `next` to the chunk.
+        void add(const DeferredProduct& next);
+    };
     /// Sums (and removes) the queued products of `weight` into its gradient, one GEMM per chunk.
     void sum_queued(Tape<T>& tape, NodeId weight);
-    /// Rows of stacked dy and x that fit the budget for a gradient of shape dw.
-    static std::size_t budget_rows(Shape dw);
-    /// The queued dy rows of `weight` (an entry per weight with queued products).
-    std::size_t& queued_rows(NodeId weight);
+    /// The open chunk of `weight`'s queued products (an entry per weight with queued products).
+    Chunk& open_chunk(NodeId weight);
     std::vector<DeferredProduct> deferred_;
-    std::vector<std::pair<NodeId, std::size_t>> queued_rows_; ///< rows per weight in deferred_
+    std::vector<std::pair<NodeId, Chunk>> open_chunks_; ///< per weight: its products in deferred_
+    SumCounts counts_;
     std::vector<T> stack_; ///< stacked rows of one chunk, kept from pass to pass
     std::vector<std::pair<NodeId, std::array<const T*, 2>>> packed_;
 };
