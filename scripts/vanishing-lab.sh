@@ -17,24 +17,9 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-quick=0
-parts=()
-for arg in "$@"; do
-    case "$arg" in
-    --quick) quick=1 ;;
-    flow | adding | copy | report) parts+=("$arg") ;;
-    -h | --help)
-        sed -n '2,16p' "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-    *)
-        echo "vanishing-lab.sh: unknown argument '$arg' (--quick, flow, adding, copy, report)" >&2
-        exit 2
-        ;;
-    esac
-done
-[ ${#parts[@]} -eq 0 ] && parts=(flow adding copy report)
-wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
+# shellcheck source=scripts/lab-common.sh
+source "$repo/scripts/lab-common.sh"
+lab_parse_args "${BASH_SOURCE[0]}" "flow adding copy report" 2,16 "$@"
 
 BUILD="${BUILD:-$repo/build}"
 THREADS="${THREADS:-1}"
@@ -89,17 +74,12 @@ per_t() {
     echo "${!name:-${!1}}"
 }
 
-# True when a run's JSON summary exists and is complete (the program printed it at the end).
-done_already() {
-    [ "$RERUN" != 1 ] && [ -s "$1" ] && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null
-}
-
 # One run: task, cell, T, steps, max seconds, extra flags; $OUT/<task>_<cell>_T<T>.{json,csv,log}.
 run_task() {
     local task="$1" cell="$2" T="$3" steps="$4" seconds="$5"
     shift 5
     local name="${task}_${cell}_T${T}"
-    if done_already "$OUT/$name.json"; then
+    if run_complete "$OUT/$name.json"; then
         echo "   $name: done already ($OUT/$name.json)"
         return
     fi
@@ -163,24 +143,4 @@ if wants report || wants adding || wants copy; then
 fi
 
 # machine.txt keeps one section per invocation (a lab run in parts states each part's conditions).
-{
-    echo "---"
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "parts: ${parts[*]}$([ "$quick" = 1 ] && echo ' (--quick)')"
-    echo "commit: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
-    echo "cores: $(nproc) (lscpu: $(lscpu 2>/dev/null | sed -n 's/^CPU(s): *//p' | head -1) CPUs)"
-    echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-unset, OpenBLAS picks the kernel}"
-    echo "openblas core used: $(cat "$OUT"/*.json 2>/dev/null | python3 -c 'import json,sys
-cores = set()
-for line in sys.stdin:
-    try: cores.add(json.loads(line).get("blas_core", "?"))
-    except Exception: pass
-print(", ".join(sorted(cores)) or "-")')"
-    echo "scheduling class: $(chrt -p $$ 2>/dev/null | sed -n 's/.*scheduling policy: //p' | head -1)"
-    echo "uptime before: $uptime_before"
-    echo "uptime after:  $(uptime)"
-    echo "load average before / after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "threads per run: $THREADS, one run at a time"
-    echo "lab wall time: $(($(date +%s) - start)) s"
-} | tee -a "$OUT/machine.txt"
+lab_machine_section "$start" "$uptime_before" "$load_before" "$OUT"/*.json | tee -a "$OUT/machine.txt"

@@ -14,24 +14,9 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-quick=0
-parts=()
-for arg in "$@"; do
-    case "$arg" in
-    --quick) quick=1 ;;
-    flow | adding | char | report) parts+=("$arg") ;;
-    -h | --help)
-        sed -n '2,13p' "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-    *)
-        echo "variants-lab.sh: unknown argument '$arg' (--quick, flow, adding, char, report)" >&2
-        exit 2
-        ;;
-    esac
-done
-[ ${#parts[@]} -eq 0 ] && parts=(flow adding char report)
-wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
+# shellcheck source=scripts/lab-common.sh
+source "$repo/scripts/lab-common.sh"
+lab_parse_args "${BASH_SOURCE[0]}" "flow adding char report" 2,13 "$@"
 
 BUILD="${BUILD:-$repo/build}"
 DATA="${DATA:-$repo/../shared/data/tinyshakespeare.txt}"
@@ -77,6 +62,7 @@ FIT_TO="${FIT_TO:-150}"
 start=$(date +%s)
 mkdir -p "$OUT/adding" "$OUT/char" "$OUT/flow"
 uptime_before="$(uptime)"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 cmake -S "$repo" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j2 --target adding_problem char_rnn vanishing_gradients >/dev/null
 adding="$BUILD/examples/adding_problem/adding_problem"
@@ -89,9 +75,6 @@ bias_of() {
     lstm | lesson-lstm | peephole-lstm | concat-peephole-lstm | cifg-lstm | layernorm-lstm) echo "$FORGET_BIAS" ;;
     *) echo 0 ;;
     esac
-}
-complete() {
-    [ "$RERUN" != 1 ] && [ -s "$1" ] && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null
 }
 
 if wants flow; then
@@ -111,7 +94,7 @@ if wants adding; then
     for seed in $SEEDS; do
         for cell in $CELLS; do
             name="$OUT/adding/${cell}_s${seed}"
-            if complete "$name.json"; then continue; fi
+            if run_complete "$name.json"; then continue; fi
             echo "   $cell seed $seed ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg))"
             "$adding" --cell "$cell" --forget-bias "$(bias_of "$cell")" --T "$ADDING_T" \
                 --hidden "$ADDING_HIDDEN" --batch 50 --steps "$ADDING_STEPS" --lr 1e-3 --alpha 0.9 \
@@ -127,7 +110,7 @@ if wants char; then
     for seed in $SEEDS; do
         for cell in $CELLS; do
             name="$OUT/char/${cell}_s${seed}"
-            if complete "$name.json"; then continue; fi
+            if run_complete "$name.json"; then continue; fi
             echo "   $cell seed $seed ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg))"
             # A run that diverges is a result (char_rnn stops it with an error): recorded as
             # {"diverged": true, ...} with the error line, not retried with other settings.
@@ -155,22 +138,4 @@ if wants report || wants adding || wants char; then
     (cd "$OUT" && gnuplot variants.gp) || echo "gnuplot failed (apt-get install gnuplot-nox)"
 fi
 
-{
-    echo "---"
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "parts: ${parts[*]}$([ "$quick" = 1 ] && echo ' (--quick)')"
-    echo "commit: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
-    echo "cores: $(nproc)"
-    echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-unset, OpenBLAS picks the kernel}"
-    echo "openblas core used: $(cat "$OUT"/*/*.json 2>/dev/null | python3 -c 'import json,sys
-cores = set()
-for line in sys.stdin:
-    try: cores.add(json.loads(line).get("blas_core", "?"))
-    except Exception: pass
-print(", ".join(sorted(cores)) or "-")')"
-    echo "uptime before: $uptime_before"
-    echo "uptime after:  $(uptime)"
-    echo "threads per run: $THREADS, one run at a time"
-    echo "wall time: $(($(date +%s) - start)) s"
-} | tee -a "$OUT/machine.txt"
+lab_machine_section "$start" "$uptime_before" "$load_before" "$OUT"/*/*.json | tee -a "$OUT/machine.txt"
