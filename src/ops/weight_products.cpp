@@ -1,6 +1,7 @@
 #include "weight_products.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "../kernels.hpp"
 #include "../packed_gemm.hpp"
@@ -56,41 +57,40 @@ bool directly_above(const View<const T>& next, const View<const T>& top) {
 } // namespace
 
 template <class T>
-std::size_t WeightProducts<T>::Chunk::copied_bytes_with(const DeferredProduct& next,
-                                                        Shape dw) const {
-    if (rows == 0) {
-        return 0; // one product is a GEMM of its own views
+typename WeightProducts<T>::Chunk
+WeightProducts<T>::Chunk::joined(const DeferredProduct& next) const {
+    Chunk out = *this;
+    if (rows > 0) { // one product alone is a GEMM of its own views
+        out.dy_in_place = dy_in_place && directly_above(next.dy, dy_top);
+        out.x_in_place = x_in_place && directly_above(next.x, x_top);
     }
-    const bool dy_stays = dy_in_place && directly_above(next.dy, dy_top);
-    const bool x_stays = x_in_place && directly_above(next.x, x_top);
-    return (rows + next.dy.rows) * ((dy_stays ? 0 : dw.rows) + (x_stays ? 0 : dw.cols)) * sizeof(T);
+    out.rows = rows + next.dy.rows;
+    out.dy_top = next.dy;
+    out.x_top = next.x;
+    return out;
 }
 
 template <class T>
-void WeightProducts<T>::Chunk::add(const DeferredProduct& next) {
-    if (rows > 0) {
-        dy_in_place = dy_in_place && directly_above(next.dy, dy_top);
-        x_in_place = x_in_place && directly_above(next.x, x_top);
-    }
-    rows += next.dy.rows;
-    dy_top = next.dy;
-    x_top = next.x;
+std::size_t WeightProducts<T>::Chunk::copied_bytes(Shape dw) const {
+    return rows * ((dy_in_place ? 0 : dw.rows) + (x_in_place ? 0 : dw.cols)) * sizeof(T);
 }
 
 template <class T>
 void WeightProducts<T>::defer(Tape<T>& tape, NodeId weight, NodeId dy_node, View<const T> dy,
                               View<const T> x) {
     tape.notify_when_reached(weight);
-    // A full chunk is summed now, so that its dy buffers can serve earlier nodes' gradients: the
-    // same chunks, in the same order, as summing everything when `weight` is reached.
+    // The open chunk is summed as soon as this product would make it copy more than the budget,
+    // so that its dy buffers can serve earlier nodes' gradients; the queued products of a weight
+    // are therefore always one chunk.
     const DeferredProduct product{weight, dy_node, dy, x};
-    if (open_chunk(weight).copied_bytes_with(product, tape.node(weight).value.shape()) >
+    if (open_chunk(weight).joined(product).copied_bytes(tape.node(weight).value.shape()) >
         stack_budget_bytes) {
         sum_queued(tape, weight);
     }
     tape.hold_gradient(dy_node);
     deferred_.push_back(product);
-    open_chunk(weight).add(product);
+    Chunk& chunk = open_chunk(weight);
+    chunk = chunk.joined(product);
 }
 
 template <class T>
@@ -118,63 +118,52 @@ void WeightProducts<T>::sum_queued(Tape<T>& tape, NodeId weight) {
         pieces.push_back(product);
         return true;
     });
-    open_chunk(weight) = Chunk{};
+    const Chunk chunk = std::exchange(open_chunk(weight), Chunk{});
     if (pieces.empty()) {
         return;
     }
     bool fresh = false;
     const View<T> dw = tape.grad_for_overwrite(weight, fresh);
-    T beta = fresh ? T(0) : T(1);
-    // Chunks [first, last) of pieces, formed as defer() formed them (at least one piece each):
-    // dW += [dy_first; ...]^T [x_first; ...] as one GEMM per chunk.
-    for (std::size_t first = 0, last = 0; first < pieces.size(); first = last, beta = T(1)) {
-        Chunk chunk;
-        for (last = first; last < pieces.size() &&
-                           chunk.copied_bytes_with(pieces[last], dw.shape()) <= stack_budget_bytes;
-             ++last) {
-            chunk.add(pieces[last]);
+    // dW += [dy_last; ...; dy_first]^T [x_last; ...; x_first]: the pieces stacked in time order,
+    // the reverse of the queue's. The gate gradients of consecutive steps are often consecutive
+    // rows of one buffer (the rows of the input projection's gradient), as are a layer's inputs:
+    // such rows are read in place. Counting only the copied rows in the budget let a large
+    // LSTM's W_hh gradient run as 13 GEMMs of 512 rows instead of 100 of 64 (docs/performance.md).
+    const std::size_t rows = chunk.rows;
+    const std::size_t dy_copied = chunk.dy_in_place ? 0 : rows * dw.rows;
+    const std::size_t x_copied = chunk.x_in_place ? 0 : rows * dw.cols;
+    stack_.resize(std::max(stack_.size(), dy_copied + x_copied));
+    const View<const T> dy_all =
+        chunk.dy_in_place ? View<const T>{chunk.dy_top.data, rows, dw.rows, chunk.dy_top.stride}
+                          : View<const T>{stack_.data(), rows, dw.rows, dw.rows};
+    const View<const T> x_all =
+        chunk.x_in_place ? View<const T>{chunk.x_top.data, rows, dw.cols, chunk.x_top.stride}
+                         : View<const T>{stack_.data() + dy_copied, rows, dw.cols, dw.cols};
+    if (dy_copied + x_copied > 0) {
+        std::vector<std::size_t> stacked_row(pieces.size(), 0); // stacked row of piece i
+        for (std::size_t i = pieces.size(), row = 0; i-- > 0;) {
+            stacked_row[i] = row;
+            row += pieces[i].dy.rows;
         }
-        // Stacked in time order, the reverse of the queue's: piece `last - 1` first. The gate
-        // gradients of consecutive steps are often consecutive rows of one buffer (the rows of
-        // the input projection's gradient), as are a layer's inputs: such rows are read in place.
-        // Counting only the copied rows in the budget let a large LSTM's W_hh gradient run as 13
-        // GEMMs of 512 rows instead of 100 of 64 (docs/performance.md).
-        const std::size_t rows = chunk.rows;
-        const std::size_t dy_copied = chunk.dy_in_place ? 0 : rows * dw.rows;
-        const std::size_t x_copied = chunk.x_in_place ? 0 : rows * dw.cols;
-        stack_.resize(std::max(stack_.size(), dy_copied + x_copied));
-        const View<const T> dy_all =
-            chunk.dy_in_place ? View<const T>{chunk.dy_top.data, rows, dw.rows, chunk.dy_top.stride}
-                              : View<const T>{stack_.data(), rows, dw.rows, dw.rows};
-        const View<const T> x_all =
-            chunk.x_in_place ? View<const T>{chunk.x_top.data, rows, dw.cols, chunk.x_top.stride}
-                             : View<const T>{stack_.data() + dy_copied, rows, dw.cols, dw.cols};
-        if (dy_copied + x_copied > 0) {
-            std::vector<std::size_t> first_row(last - first, 0); // stacked row of piece first + i
-            for (std::size_t i = last - 1, row = 0; i + 1 > first; --i) {
-                first_row[i - first] = row;
-                row += pieces[i].dy.rows;
-            }
-            parallel_chunks(last - first, 1, [&](std::size_t begin, std::size_t end) {
-                for (std::size_t i = begin; i < end; ++i) {
-                    const DeferredProduct& piece = pieces[first + i];
-                    const std::size_t row = first_row[i];
-                    if (!chunk.dy_in_place) {
-                        copy<T>(piece.dy,
-                                {stack_.data() + row * dw.rows, piece.dy.rows, dw.rows, dw.rows});
-                    }
-                    if (!chunk.x_in_place) {
-                        copy<T>(piece.x, {stack_.data() + dy_copied + row * dw.cols, piece.x.rows,
-                                          dw.cols, dw.cols});
-                    }
+        parallel_chunks(pieces.size(), 1, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t i = begin; i < end; ++i) {
+                const DeferredProduct& piece = pieces[i];
+                const std::size_t row = stacked_row[i];
+                if (!chunk.dy_in_place) {
+                    copy<T>(piece.dy,
+                            {stack_.data() + row * dw.rows, piece.dy.rows, dw.rows, dw.rows});
                 }
-            });
-        }
-        kernels::gemm<T>(dy_all, true, x_all, false, dw, T(1), beta);
-        counts_.gemms += 1;
-        counts_.dy_rows_in_place += chunk.dy_in_place ? rows : 0;
-        counts_.x_rows_in_place += chunk.x_in_place ? rows : 0;
+                if (!chunk.x_in_place) {
+                    copy<T>(piece.x, {stack_.data() + dy_copied + row * dw.cols, piece.x.rows,
+                                      dw.cols, dw.cols});
+                }
+            }
+        });
     }
+    kernels::gemm<T>(dy_all, true, x_all, false, dw, T(1), fresh ? T(0) : T(1));
+    counts_.gemms += 1;
+    counts_.dy_rows_in_place += chunk.dy_in_place ? rows : 0;
+    counts_.x_rows_in_place += chunk.x_in_place ? rows : 0;
     for (const DeferredProduct& piece : pieces) {
         tape.drop_gradient_hold(piece.dy_node);
     }

@@ -65,21 +65,22 @@ class WeightProducts : public TapeExtension<T> {
         View<const T> dy;
         View<const T> x;
     };
-    /// The rows of one chunk of queued products (in queue order, so latest step first) and
-    /// whether its dy and x rows each lie in one buffer, every product's directly above the one
-    /// queued before it: then the GEMM reads them in place.
+    /// The queued products of one weight (in queue order, so latest step first), summed as one
+    /// GEMM, and whether its dy and x rows each lie in one buffer, every product's directly above
+    /// the one queued before it: then the GEMM reads them in place.
     struct Chunk {
         std::size_t rows = 0;
         bool dy_in_place = true;
         bool x_in_place = true;
         View<const T> dy_top; ///< the dy of the product added last (the earliest step)
         View<const T> x_top;  ///< its x
-        /// Bytes that stacking the chunk would copy for a gradient of shape dw if `next` joined.
-        std::size_t copied_bytes_with(const DeferredProduct& next, Shape dw) const;
-        /// Adds `next` to the chunk.
-        void add(const DeferredProduct& next);
+        /// This chunk with `next` added.
+        Chunk joined(const DeferredProduct& next) const;
+        /// Bytes that stacking the chunk copies for a gradient of shape dw.
+        std::size_t copied_bytes(Shape dw) const;
     };
-    /// Sums (and removes) the queued products of `weight` into its gradient, one GEMM per chunk.
+    /// Sums (and removes) the queued products of `weight`, its open chunk, into its gradient as
+    /// one GEMM.
     void sum_queued(Tape<T>& tape, NodeId weight);
     /// The open chunk of `weight`'s queued products (an entry per weight with queued products).
     Chunk& open_chunk(NodeId weight);
